@@ -1,0 +1,53 @@
+"""The one Celery app factory. Engine and agents share its settings; only the agents register the task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
+
+from common import names
+
+
+def make_app(broker_url: str, *, visibility_timeout_s: float = 4 * 3600, name: str = "converge") -> Celery:
+    """A Celery app on the Redis broker, tuned for steps: JSON only, late ack, prefetch 1, no results.
+
+    Steps report through Converge's status stream, so Celery's result backend stays off: it would cost a
+    subscription per task. The visibility timeout is longer than any step may run (kombu re-delivers
+    unacknowledged messages older than it); the agent also drops deliveries of attempts no longer current.
+    """
+    app = Celery(name, broker=broker_url, set_as_current=False)
+    transport: dict[str, Any] = {
+        "visibility_timeout": visibility_timeout_s,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+        "retry_on_timeout": True,
+    }
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=False,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        broker_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        # A lost broker connection does not cancel running steps: they report through the status stream
+        # and the agent's own connection-failure limit decides when to end them.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        task_default_queue=names.ENGINE_QUEUE,
+        task_create_missing_queues=True,
+        enable_utc=True,
+    )
+    return app
+
+
+def queue(name: str) -> Queue:
+    """A durable direct queue named `name`, routed by its own name."""
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]

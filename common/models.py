@@ -1,0 +1,147 @@
+"""Pydantic models of what crosses a process boundary: step messages, status events, views.
+
+Step messages go from the engine to the agents through Celery (JSON), status events come back on a Redis
+stream, views are what the API returns and the CLI prints (`--json` fields of CLI.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WorkflowState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+class StepState(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+FINISHED_WORKFLOW = frozenset(
+    {WorkflowState.SUCCEEDED, WorkflowState.FAILED, WorkflowState.ABORTED, WorkflowState.CANCELLED}
+)
+FINISHED_STEP = frozenset({StepState.SUCCEEDED, StepState.FAILED, StepState.TIMED_OUT, StepState.CANCELLED})
+ACTIVE_STEP = frozenset({StepState.QUEUED, StepState.STARTED})
+
+Mode = Literal["apply", "check"]
+Action = Literal["create", "update", "none"]
+
+
+class StepMessage(BaseModel):
+    """What the engine publishes for one step. Never a secret: credentials are names only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: str
+    step_id: str
+    resource: str
+    attempt: int = 1
+    epoch: int = 0
+    kind: str
+    name: str
+    role: str
+    scope: str | None = None
+    spec: dict[str, Any]
+    mode: Mode = "apply"
+    credentials: list[str] = Field(default_factory=list)
+    timeout_s: float = 3600.0
+    reply_to: str | None = None
+
+
+class StatusEvent(BaseModel):
+    """One report of an agent on one step attempt; `seq` orders the reports of that attempt."""
+
+    workflow_id: str
+    step_id: str
+    attempt: int
+    seq: int
+    state: StepState | Literal["progress"]
+    agent: str
+    at: datetime
+    epoch: int = 0
+    changed: bool | None = None
+    progress: float | None = None
+    message: str | None = None
+    error: str | None = None
+
+
+class Change(BaseModel):
+    """What a provider observed: the action `apply` would take and a human-readable diff."""
+
+    action: Action
+    diff: str = ""
+
+
+class CheckResult(BaseModel):
+    """An agent's answer to a check-mode step (a `plan`)."""
+
+    step_id: str
+    resource: str
+    agent: str
+    change: Change | None = None
+    error: str | None = None
+
+
+class StepView(BaseModel):
+    id: str
+    resource: str
+    role: str
+    state: StepState
+    attempt: int
+    changed: bool | None
+    agent: str | None
+    progress: float | None
+    message: str | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class WorkflowView(BaseModel):
+    id: str
+    name: str
+    state: WorkflowState
+    created_at: datetime
+    finished_at: datetime | None
+    steps: list[StepView] | None = None
+
+
+class AgentInfo(BaseModel):
+    """What an agent announces about itself on Redis."""
+
+    id: str
+    roles: list[str]
+    host: str
+    pid: int
+    version: str
+    throttle: int
+    started_at: datetime
+    last_seen: datetime
+
+
+class AgentView(BaseModel):
+    id: str
+    roles: list[str]
+    state: Literal["active", "backup", "unavailable", "pending", "denied"]
+    leader_of: list[str]
+    last_seen: datetime
+    running: int
+    host: str
+    pid: int
+    version: str

@@ -1,0 +1,47 @@
+"""Every queue, task and Redis key name Converge uses, in one place.
+
+Celery creates missing queues silently, so a misspelled role queue is a black hole: nothing else in the
+code base builds these strings.
+"""
+
+from __future__ import annotations
+
+import re
+
+STEP_TASK = "converge.step"
+ENGINE_QUEUE = "converge.engine"
+STATUS_STREAM = "converge:status"
+STATUS_GROUP = "engine"
+AGENTS_HASH = "converge:agents"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def valid_name(value: str) -> bool:
+    """Role names, scopes and agent ids become queue names: keep them to a safe alphabet."""
+    return bool(_NAME.match(value))
+
+
+def role_queue(role: str, scope: str | None = None) -> str:
+    """The queue consumed by the (active) agent of a role, or of a role's scope."""
+    return f"converge.role.{role}" if scope is None else f"converge.role.{role}.{scope}"
+
+
+def agent_queue(agent_id: str) -> str:
+    """The queue of one agent: steps pinned to that host with `scope`."""
+    return f"converge.agent.{agent_id}"
+
+
+def agent_alive_key(agent_id: str) -> str:
+    """Set with a TTL by the agent's heartbeat: while it exists, the agent is alive."""
+    return f"converge:agent:{agent_id}:alive"
+
+
+def plan_reply_key(plan_id: str) -> str:
+    """The list where agents push the observations of a `plan` (check-mode) request."""
+    return f"converge:plan:{plan_id}"
+
+
+def claim_key(step_id: str, attempt: int) -> str:
+    """Set once by the agent that starts a step attempt: a second delivery of it is dropped."""
+    return f"converge:claim:{step_id}:{attempt}"

@@ -1,0 +1,46 @@
+"""The store's contract. The engine is its only writer; the API reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from common.models import StatusEvent, StepMessage, WorkflowState, WorkflowView
+
+if TYPE_CHECKING:
+    from workflows.plan import WorkflowPlan
+
+
+@dataclass
+class RecordResult:
+    """What recording a batch of status events did."""
+
+    ready: list[StepMessage] = field(default_factory=list)  # steps released, now `queued`: publish them
+    finished: list[str] = field(default_factory=list)  # workflows that reached a final state
+    applied: int = 0
+    stale: int = 0  # events of an attempt that is no longer current
+    duplicate: int = 0  # events already recorded (same step, attempt and sequence number)
+
+
+class Store(Protocol):
+    def create_workflow(self, plan: WorkflowPlan, source: str) -> list[StepMessage]:
+        """Persist a planned workflow and return its first steps, already marked `queued`."""
+
+    def active_by_digest(self, digest: str) -> str | None:
+        """The id of an unfinished workflow converging to the same desired state, if any."""
+
+    def workflow(self, workflow_id: str, *, steps: bool = True) -> WorkflowView | None: ...
+
+    def workflows(
+        self, *, history: bool = False, state: WorkflowState | None = None, limit: int = 500
+    ) -> list[WorkflowView]: ...
+
+    def record(self, events: list[StatusEvent]) -> RecordResult:
+        """Apply status events in one transaction; idempotent per step, attempt and sequence number."""
+
+    def queued(self) -> list[StepMessage]:
+        """Every step marked `queued`: re-published when the engine starts (a crash may have lost them)."""
+
+    def running_by_agent(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...

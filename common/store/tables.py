@@ -1,0 +1,57 @@
+"""The result store schema. Times are UTC seconds since the epoch, the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+workflows = Table(
+    "converge_workflows",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("history", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("source", Text, nullable=False),
+    Index("ix_workflows_active", "history", "state"),
+    Index("ix_workflows_digest", "digest"),
+)
+
+steps = Table(
+    "converge_steps",
+    metadata,
+    Column("id", String(96), primary_key=True),
+    Column("workflow_id", String(64), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("resource", String(512), nullable=False),
+    Column("kind", String(128), nullable=False),
+    Column("name", String(384), nullable=False),
+    Column("role", String(64), nullable=False),
+    Column("scope", String(64)),
+    Column("spec", Text, nullable=False),
+    Column("depends_on", Text, nullable=False),
+    Column("dependents", Text, nullable=False),
+    Column("waiting", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("changed", Boolean),
+    Column("agent", String(128)),
+    Column("progress", Float),
+    Column("message", Text),
+    Column("error", Text),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("last_seq", Integer, nullable=False),
+    Column("last_report_at", Float),
+    Column("timeout_s", Float),
+    Column("retry_attempts", Integer, nullable=False),
+    Column("retry_backoff_s", Float, nullable=False),
+    Column("credentials", Text, nullable=False),
+    Index("ix_steps_workflow", "workflow_id", "idx"),
+    Index("ix_steps_state", "state"),
+)
