@@ -1,0 +1,1 @@
+"""The desired-state file, resource kinds and their providers, and the planner."""

@@ -1,0 +1,28 @@
+"""The built-in resource kinds: `file`, `directory`, `command` and `wait_for`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workflows.kinds.command import CommandProvider, CommandSpec
+from workflows.kinds.directory import DirectoryProvider, DirectorySpec
+from workflows.kinds.file import FileProvider, FileSpec
+from workflows.kinds.wait_for import WaitForProvider, WaitForSpec
+from workflows.registry import Provider
+
+__all__ = [
+    "CommandProvider",
+    "CommandSpec",
+    "DirectoryProvider",
+    "DirectorySpec",
+    "FileProvider",
+    "FileSpec",
+    "WaitForProvider",
+    "WaitForSpec",
+    "builtin_providers",
+]
+
+
+def builtin_providers() -> list[Provider[Any]]:
+    """A fresh instance of each built-in provider, for a registry to hold."""
+    return [FileProvider(), DirectoryProvider(), CommandProvider(), WaitForProvider()]

@@ -1,0 +1,208 @@
+"""The `command` kind: a shell command run only when its guard says the host is not yet compliant."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import IO, Annotated, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+from common.models import Change
+from workflows.context import StepContext
+from workflows.kinds._common import AbsolutePath
+from workflows.registry import Provider, StepError
+
+TAIL_BYTES = 4096
+"""How much of the end of a command's stdout and of its stderr is kept for the error message."""
+POLL_S = 0.5
+"""The longest the runner blocks before looking at the process again."""
+DRAIN_S = 1.0
+"""After the command exits, how long to keep reading output a background child may still be writing."""
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a non-empty shell command")
+    return value
+
+
+ShellCommand = Annotated[str, AfterValidator(_not_blank)]
+
+
+class CommandSpec(BaseModel):
+    """A shell command, and the guard (`creates`, `unless` or both) that says it has already had its effect.
+
+    `env` is added to the agent's environment; `cwd` is the directory the command starts in.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: ShellCommand
+    creates: AbsolutePath | None = None
+    unless: ShellCommand | None = None
+    cwd: AbsolutePath | None = None
+    env: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _needs_a_guard(self) -> Self:
+        if self.creates is None and self.unless is None:
+            raise ValueError(
+                "a command needs `creates` (a path it makes) or `unless` (a command that succeeds when the "
+                "host is already compliant): without a guard it runs on every apply and is not idempotent"
+            )
+        return self
+
+
+class CommandProvider(Provider[CommandSpec]):
+    """Runs `/bin/sh -c run` in its own process group unless `creates` exists or `unless` succeeds."""
+
+    kind = "command"
+    spec_model = CommandSpec
+
+    def check(self, spec: CommandSpec, ctx: StepContext) -> Change:
+        if spec.creates is not None and os.path.exists(spec.creates):
+            return Change(action="none")
+        if spec.unless is not None and _finish(_start(spec.unless, spec)).code == 0:
+            return Change(action="none")
+        return Change(action="create", diff=f"run: {spec.run}")
+
+    def apply(self, spec: CommandSpec, change: Change, ctx: StepContext) -> None:
+        proc = _start(spec.run, spec)
+        ctx.progress(None, "running")
+        result = _finish(proc)
+        if result.code != 0:
+            raise StepError(result.failure())
+        if spec.creates is not None and not os.path.exists(spec.creates):
+            raise StepError(
+                f"the command exited 0 but did not create {spec.creates}: fix `run` or `creates`",
+                retryable=False,
+            )
+
+
+@dataclass(frozen=True)
+class _Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def failure(self) -> str:
+        """What went wrong, with the end of stderr (or of stdout when stderr is empty)."""
+        if self.code < 0:
+            head = f"command killed by signal {_signal_name(-self.code)}"
+        else:
+            head = f"command exited with code {self.code}"
+        tail = self.stderr or self.stdout
+        return f"{head}: {tail}" if tail else head
+
+
+class _Tail:
+    """The last `limit` bytes written to a stream: a chatty command cannot fill the agent's memory."""
+
+    def __init__(self, limit: int = TAIL_BYTES) -> None:
+        self._buf = bytearray()
+        self._limit = limit
+        self._truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        self._buf += chunk
+        if len(self._buf) > self._limit:
+            del self._buf[: -self._limit]
+            self._truncated = True
+
+    def text(self) -> str:
+        text = self._buf.decode("utf-8", "replace").strip()
+        return "..." + text if self._truncated and text else text
+
+
+def _start(command: str, spec: CommandSpec) -> subprocess.Popen[bytes]:
+    """Start `command` under /bin/sh in a new session, so that it and its children can be killed as one."""
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        raise StepError(
+            f"cwd {spec.cwd} is not a directory: add a `directory` resource for it and a `depends_on` on it",
+            retryable=False,
+        )
+    env = None if spec.env is None else {**os.environ, **spec.env}
+    try:
+        return subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            cwd=spec.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except (OSError, ValueError) as exc:
+        raise StepError(f"cannot start /bin/sh -c {command!r}: {exc}", retryable=False) from exc
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> _Result:
+    """Wait for `proc` and keep the tails of its output; kill its process group if waiting is cut short."""
+    out, err = _Tail(), _Tail()
+    try:
+        code = _pump(proc, {proc.stdout: out, proc.stderr: err})
+    finally:
+        _stop(proc)
+    return _Result(code, out.text(), err.text())
+
+
+def _pump(proc: subprocess.Popen[bytes], tails: dict[IO[bytes] | None, _Tail]) -> int:
+    with selectors.DefaultSelector() as sel:
+        for stream, tail in tails.items():
+            if stream is not None:
+                sel.register(stream, selectors.EVENT_READ, tail)
+        while True:
+            code = proc.poll()
+            if code is not None:
+                _drain(sel)
+                return code
+            # Each pass blocks at most POLL_S: the place to look for a cancellation request.
+            if sel.get_map():
+                _read_ready(sel, POLL_S)
+            else:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=POLL_S)
+
+
+def _read_ready(sel: selectors.BaseSelector, timeout: float) -> bool:
+    """Read what the streams have ready within `timeout`; a stream at its end is dropped. False if idle."""
+    events = sel.select(timeout)
+    for key, _ in events:
+        chunk = os.read(key.fd, 65536)
+        if chunk:
+            key.data.add(chunk)
+        else:
+            sel.unregister(key.fileobj)
+    return bool(events)
+
+
+def _drain(sel: selectors.BaseSelector) -> None:
+    """Read the output left in the pipes without waiting on a background child that keeps them open."""
+    deadline = time.monotonic() + DRAIN_S
+    while sel.get_map() and time.monotonic() < deadline:
+        if not _read_ready(sel, 0.05):
+            return
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the command's process group if it is still running, then release its pipes."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

@@ -1,0 +1,514 @@
+"""The desired-state file: its pydantic models, and a loader that reports every problem with its line.
+
+An operator fixes a file faster when one run lists everything that is wrong, each problem naming the file,
+the line and the field, and saying what to do. So the loader never stops at the first problem: it checks
+the header, every resource, its spec against its kind's provider, names, duplicates and dependencies, and
+raises one `SpecError` holding them all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.errors import BadInput
+from common.names import valid_name
+from workflows.registry import Registry
+
+API_VERSION = "converge/v1"
+
+# A key path into the document, as pydantic reports it: ("resources", 2, "spec", "path").
+Loc = tuple[str | int, ...]
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR, _SEQ, _MAP = (f"tag:yaml.org,2002:{name}" for name in ("str", "seq", "map"))
+_MISSING_HINTS = {
+    "apiVersion": f"add `apiVersion: {API_VERSION}` at the top",
+    "kind": "add `kind: DesiredState` at the top",
+    "metadata": "add `metadata: {name: <estate name>}` at the top",
+    "metadata.name": "add `name: <estate name>` under metadata",
+}
+_LONGEST_CYCLE_SHOWN = 12
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class RetryPolicy(_Strict):
+    """How often a failed step is tried, and the first wait between tries (doubled each time)."""
+
+    attempts: int = Field(default=3, ge=1)
+    backoff_s: float = Field(default=2.0, ge=0)
+
+
+class Resource(_Strict):
+    """One thing to converge: a kind (its provider), a name unique within the kind, and the kind's spec."""
+
+    kind: str
+    name: str = Field(min_length=1)
+    role: str | None = None
+    scope: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    timeout_s: float | None = Field(default=None, gt=0)
+    retry: RetryPolicy | None = None
+    credentials: list[str] = Field(default_factory=list)
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        """The `kind/name` other resources use in `depends_on`."""
+        return f"{self.kind}/{self.name}"
+
+
+class Metadata(_Strict):
+    """What names the estate."""
+
+    name: str
+
+
+class DesiredState(_Strict):
+    """A whole desired-state file, as loaded and checked by `load_file`."""
+
+    api_version: Literal["converge/v1"] = Field(alias="apiVersion")
+    kind: Literal["DesiredState"]
+    metadata: Metadata
+    resources: list[Resource]
+
+
+class Problem(BaseModel):
+    """One thing wrong with a desired-state file; `field` is a path like `resources[2].spec.path`."""
+
+    file: str
+    line: int | None = None
+    field: str = ""
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class SpecError(BadInput):
+    """A desired-state file cannot be used; `problems` lists everything found wrong with it."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(problem) for problem in problems))
+        self.problems = problems
+
+
+def load_file(path: str | Path, registry: Registry) -> DesiredState:
+    """Read, parse and check a desired-state file; raise `SpecError` listing every problem."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        message = f"cannot read the file ({reason}): check the path and its permissions"
+        raise SpecError([Problem(file=str(path), message=message)]) from None
+    return load_text(data, str(path), registry)
+
+
+def load_text(data: bytes | str, filename: str, registry: Registry) -> DesiredState:
+    """Parse and check a desired-state document; `filename` is only used in the problems reported."""
+    text = _decode(data, filename)
+    with _gc_paused():
+        return _load(text, filename, registry)
+
+
+def dotted(loc: Loc) -> str:
+    """Format a key path the way problems show it: `resources[2].spec.path`."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# Reading and parsing.
+
+
+def _load(text: str, filename: str, registry: Registry) -> DesiredState:
+    node, document = _parse(text, filename)
+    out = _Problems(filename, _Lines(node))
+    state = _check_document(document, out, registry)
+    if out.problems or state is None:
+        raise SpecError(out.sorted())
+    return state
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # Building millions of long-lived nodes triggers full collections over and over: with the collector on,
+    # a 100,000-resource file loads three times slower. The node tree must be freed before it comes back on,
+    # or its first collection walks the whole tree. Loading creates no reference cycles.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode(data: bytes | str, filename: str) -> str:
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        message = (
+            f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+            "save it as UTF-8"
+        )
+        raise SpecError([Problem(file=filename, line=line, message=message)]) from None
+
+
+def _parse(text: str, filename: str) -> tuple[yaml.Node, Any]:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        document = None if node is None else _Builder(loader).build(node)
+    except yaml.YAMLError as exc:
+        raise SpecError([_yaml_problem(exc, text, filename)]) from None
+    except RecursionError:
+        message = "the YAML is nested too deeply: flatten it"
+        raise SpecError([Problem(file=filename, message=message)]) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        message = "the file is empty: write a DesiredState document (see CLI.md, 'The desired-state file')"
+        raise SpecError([Problem(file=filename, line=1, message=message)])
+    return node, document
+
+
+class _Builder:
+    """Builds the value of a node tree: plain strings, lists and mappings here, anything else by PyYAML.
+
+    PyYAML's generic constructor costs a third of the load time of a large file; nearly every node is one
+    of these three, so the others (numbers, booleans, dates, merge keys, tags) go to the loader itself.
+    """
+
+    def __init__(self, loader: yaml.SafeLoader) -> None:
+        self._loader = loader
+        self._built: dict[int, Any] = {}  # a node under an anchor is built once and shared, as in PyYAML
+
+    def build(self, node: yaml.Node) -> Any:
+        if node.tag == _STR and isinstance(node, yaml.ScalarNode):
+            return node.value
+        if id(node) in self._built:
+            return self._built[id(node)]
+        if node.tag == _SEQ and isinstance(node, yaml.SequenceNode):
+            items: list[Any] = []
+            self._built[id(node)] = items
+            items.extend(self.build(item) for item in node.value)
+            return items
+        if node.tag == _MAP and isinstance(node, yaml.MappingNode) and self._plain_keys(node):
+            mapping: dict[str, Any] = {}
+            self._built[id(node)] = mapping
+            for key, value in node.value:
+                mapping[key.value] = self.build(value)
+            return mapping
+        return self._loader.construct_object(node, deep=True)
+
+    @staticmethod
+    def _plain_keys(node: yaml.MappingNode) -> bool:
+        return all(key.tag == _STR and isinstance(key, yaml.ScalarNode) for key, _ in node.value)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str, filename: str) -> Problem:
+    line: int | None = None
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = None if mark is None else mark.line + 1
+        reason = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
+    elif isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        reason = f"character {exc.character!r} is not allowed in YAML"
+    else:
+        reason = str(exc)
+    return Problem(file=filename, line=line, message=f"invalid YAML: {reason}: fix the syntax")
+
+
+class _Lines:
+    """Finds the 1-based line of a key path in the composed node tree, looking keys up lazily."""
+
+    def __init__(self, root: yaml.Node) -> None:
+        self._root = root
+        self._keys: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
+
+    def line(self, loc: Loc) -> int | None:
+        """The line of the deepest key or item of `loc` present in the file (None for the top level)."""
+        position = self.position(loc)
+        return None if position is None else position[0] + 1
+
+    def position(self, loc: Loc) -> tuple[int, int] | None:
+        """The 0-based (line, column) of the deepest key or item of `loc` present in the file."""
+        node, position = self._root, None
+        for part in loc:
+            found = self._child(node, part)
+            if found is None:
+                break
+            mark = found[0].start_mark
+            position, node = (mark.line, mark.column), found[1]
+        return position
+
+    def _child(self, node: yaml.Node, part: str | int) -> tuple[yaml.Node, yaml.Node] | None:
+        if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            items: list[yaml.Node] = node.value
+            return (items[part], items[part]) if 0 <= part < len(items) else None
+        if isinstance(node, yaml.MappingNode):
+            keys = self._keys.get(id(node))
+            if keys is None:
+                keys = self._keys[id(node)] = {str(key.value): (key, value) for key, value in node.value}
+            return keys.get(str(part))
+        return None
+
+
+class _Problems:
+    """Collects problems, filling in the file name and the line of each field."""
+
+    def __init__(self, filename: str, lines: _Lines) -> None:
+        self.filename = filename
+        self.lines = lines
+        self.problems: list[Problem] = []
+        self._order: list[tuple[int, int]] = []
+
+    def add(self, loc: Loc, message: str, at: Loc | None = None) -> None:
+        """Add a problem with field `loc`, at the line of `loc` (or of `at` when given)."""
+        position = self.lines.position(loc if at is None else at)
+        line = None if position is None else position[0] + 1
+        self.problems.append(Problem(file=self.filename, line=line, field=dotted(loc), message=message))
+        self._order.append((-1, -1) if position is None else position)
+
+    def add_validation(self, prefix: Loc, error: ValidationError, model: type[BaseModel]) -> None:
+        """Add each error pydantic found, its location taken relative to `prefix`."""
+        for detail in error.errors():
+            loc = prefix + tuple(detail["loc"])
+            self.add(loc, _validation_message(detail, loc, model, len(detail["loc"]) == 1))
+
+    def sorted(self) -> list[Problem]:
+        """The problems in the order of their place in the file."""
+        order = sorted(range(len(self.problems)), key=self._order.__getitem__)
+        return [self.problems[index] for index in order]
+
+
+def _validation_message(detail: Any, loc: Loc, model: type[BaseModel], top: bool) -> str:
+    kind = detail["type"]
+    if kind == "missing":
+        return f"is required but missing: {_MISSING_HINTS.get(dotted(loc), 'add it')}"
+    if kind == "extra_forbidden":
+        known = _field_names(model) if top else []
+        return f"unknown key: {_suggest(str(loc[-1]), known, 'remove it or fix its spelling')}"
+    message = str(detail["msg"])
+    return f"{message[:1].lower()}{message[1:]}, got {_show(detail['input'])}: fix the value"
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _suggest(word: str, known: list[str], otherwise: str, label: str = "allowed") -> str:
+    close = difflib.get_close_matches(word, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else otherwise
+    return f"{hint} ({label}: {', '.join(known)})" if known else hint
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+# Checking the document.
+
+
+def _check_document(document: Any, out: _Problems, registry: Registry) -> DesiredState | None:
+    if not isinstance(document, dict):
+        got = type(document).__name__
+        out.add((), f"the top level must be a mapping of apiVersion, kind, metadata and resources, got {got}")
+        return None
+    header = _check_header(document, out)
+    items = _resource_items(document, out)
+    resources = None if items is None else _check_resources(items, out, registry)
+    if header is None or resources is None:
+        return None
+    return header.model_copy(update={"resources": resources})
+
+
+def _check_header(document: dict[Any, Any], out: _Problems) -> DesiredState | None:
+    try:
+        # The resources are checked one by one, so that one bad resource does not hide the others.
+        return DesiredState.model_validate({**document, "resources": []})
+    except ValidationError as exc:
+        out.add_validation((), exc, DesiredState)
+        return None
+
+
+def _resource_items(document: dict[Any, Any], out: _Problems) -> list[Any] | None:
+    if "resources" not in document:
+        out.add(("resources",), "is missing: add `resources:` with a list of resources (`[]` for none)")
+        return None
+    items = document["resources"]
+    if not isinstance(items, list):
+        got = _show(items)
+        out.add(("resources",), f"must be a list of resources, got {got}: write one `- kind: ...` per item")
+        return None
+    return items
+
+
+def _check_resources(items: list[Any], out: _Problems, registry: Registry) -> list[Resource]:
+    refs = _index_refs(items, out)
+    graph: dict[str, list[tuple[int, str]]] = {}
+    resources: list[Resource] = []
+    for index, item in enumerate(items):
+        loc: Loc = ("resources", index)
+        if not isinstance(item, dict):
+            out.add(loc, f"must be a mapping with kind, name and spec, got {_show(item)}")
+            continue
+        resource = _check_resource(loc, item, out, registry)
+        edges = _check_depends_on(loc, item, refs, out)
+        ref = _ref_of(item)
+        if ref is not None and refs[ref] == index:
+            graph[ref] = edges
+        if resource is not None:
+            resources.append(resource)
+    _check_cycles(graph, refs, out)
+    return resources
+
+
+def _check_resource(loc: Loc, item: dict[Any, Any], out: _Problems, registry: Registry) -> Resource | None:
+    kind = item.get("kind")
+    provider = registry.get(kind) if isinstance(kind, str) else None
+    if isinstance(kind, str) and provider is None:
+        known = registry.kinds()
+        out.add(
+            (*loc, "kind"),
+            f"unknown kind {kind!r}: {_suggest(kind, known, 'use a known kind', 'known kinds')}",
+        )
+    spec = item.get("spec", {})
+    if provider is not None and isinstance(spec, dict):
+        try:
+            provider.spec_model.model_validate(spec)
+        except ValidationError as exc:
+            out.add_validation((*loc, "spec"), exc, provider.spec_model)
+    default_role = None if provider is None else provider.default_role
+    _check_names(loc, item, kind if provider is not None else None, default_role, out)
+    try:
+        resource = Resource.model_validate(item)
+    except ValidationError as exc:
+        out.add_validation(loc, exc, Resource)
+        return None
+    if resource.role is None and default_role is not None:
+        resource = resource.model_copy(update={"role": default_role})
+    return resource
+
+
+def _check_names(
+    loc: Loc, item: dict[Any, Any], kind: str | None, default_role: str | None, out: _Problems
+) -> None:
+    role, scope = item.get("role"), item.get("scope")
+    if role is None and kind is not None and default_role is None:
+        message = (
+            f"is missing: kind {kind!r} has no default role; add `role: <role>` naming the agents to run it"
+        )
+        out.add((*loc, "role"), message, at=loc)
+    for key, value in (("role", role), ("scope", scope)):
+        if isinstance(value, str) and not valid_name(value):
+            out.add(
+                (*loc, key),
+                f"{value!r} is not a valid name (it becomes a queue name): use 1 to 63 letters, digits, "
+                "'_', '.' or '-', starting with a letter or digit",
+            )
+
+
+def _ref_of(item: dict[Any, Any]) -> str | None:
+    kind, name = item.get("kind"), item.get("name")
+    return f"{kind}/{name}" if isinstance(kind, str) and isinstance(name, str) else None
+
+
+def _index_refs(items: list[Any], out: _Problems) -> dict[str, int]:
+    """Map each `kind/name` to the index of its first definition, reporting later definitions."""
+    refs: dict[str, int] = {}
+    for index, item in enumerate(items):
+        ref = _ref_of(item) if isinstance(item, dict) else None
+        if ref is None:
+            continue
+        first = refs.setdefault(ref, index)
+        if first != index:
+            first_line = out.lines.line(("resources", first))
+            out.add(
+                ("resources", index),
+                f"duplicate resource {ref}: already defined at line {first_line} (resources[{first}]); "
+                "give each resource of a kind a unique name",
+            )
+    return refs
+
+
+def _check_depends_on(
+    loc: Loc, item: dict[Any, Any], refs: dict[str, int], out: _Problems
+) -> list[tuple[int, str]]:
+    """Report bad `depends_on` entries; return the good ones as (position, ref) edges."""
+    entries = item.get("depends_on")
+    if not isinstance(entries, list):
+        return []
+    edges: list[tuple[int, str]] = []
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            continue
+        kind, slash, name = entry.partition("/")
+        if not (kind and slash and name):
+            message = f"{entry!r} is not a resource reference: write it as kind/name, e.g. file/index"
+            out.add((*loc, "depends_on", position), message)
+        elif entry not in refs:
+            message = f"{entry!r} does not exist in this file: define it, or fix the kind/name"
+            out.add((*loc, "depends_on", position), message)
+        else:
+            edges.append((position, entry))
+    return edges
+
+
+def _check_cycles(graph: dict[str, list[tuple[int, str]]], refs: dict[str, int], out: _Problems) -> None:
+    """Report each dependency cycle once, at the `depends_on` entry that closes it."""
+    for ref, position, cycle in _find_cycles(graph):
+        loc: Loc = ("resources", refs[ref], "depends_on", position)
+        out.add(loc, f"dependency cycle {cycle}: remove one of these dependencies")
+
+
+def _find_cycles(graph: dict[str, list[tuple[int, str]]]) -> Iterator[tuple[str, int, str]]:
+    """Iterative depth-first search: each back edge closes one cycle, yielded as (ref, position, text)."""
+    done: set[str] = set()
+    for start in graph:
+        if start in done:
+            continue
+        path: list[str] = [start]
+        on_path: dict[str, int] = {start: 0}
+        pending: list[Iterator[tuple[int, str]]] = [iter(graph[start])]
+        while pending:
+            step = next(pending[-1], None)
+            if step is None:
+                finished = path.pop()
+                del on_path[finished]
+                done.add(finished)
+                pending.pop()
+                continue
+            position, target = step
+            if target in on_path:
+                yield path[-1], position, _cycle_text(path, on_path[target], target)
+            elif target not in done:
+                on_path[target] = len(path)
+                path.append(target)
+                pending.append(iter(graph.get(target, [])))
+
+
+def _cycle_text(path: list[str], start: int, target: str) -> str:
+    cycle = path[start:] if len(path) - start <= _LONGEST_CYCLE_SHOWN else None
+    if cycle is None:
+        hidden = len(path) - start - _LONGEST_CYCLE_SHOWN
+        cycle = [*path[start : start + 6], f"({hidden} more)", *path[-6:]]
+    return " -> ".join([*cycle, target])
