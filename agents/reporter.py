@@ -1,0 +1,102 @@
+"""Status events from a step to the engine, on the Redis status stream."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from common import names
+from common.models import CheckResult, StatusEvent, StepMessage
+
+# Claim the attempt and report `started` in one round trip; a delivery of an attempt already claimed
+# (a redelivery after the visibility timeout, or a re-publish after an engine crash) is not run again.
+_CLAIM_AND_START = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+class Reporter:
+    """Writes status events; one Redis connection per process (Celery's prefork children fork after init)."""
+
+    def __init__(self, broker_url: str, agent_id: str) -> None:
+        self.broker_url = broker_url
+        self.agent_id = agent_id
+        self._client: redis.Redis | None = None
+        self._pid = 0
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None or self._pid != os.getpid():
+            self._client = redis.Redis.from_url(self.broker_url, socket_timeout=10)
+            self._pid = os.getpid()
+        return self._client
+
+    def event(self, step: StepMessage, seq: int, state: str, **fields: Any) -> None:
+        self.client.xadd(names.STATUS_STREAM, {"e": self._event(step, seq, state, **fields)})
+
+    def claim_and_start(self, message: StepMessage, claim_ttl_s: float) -> bool:
+        """Report `started` unless another delivery of this attempt already did. True if ours to run."""
+        keys = [names.claim_key(message.step_id, message.attempt), names.STATUS_STREAM]
+        args: list[str | int] = [self.agent_id, int(claim_ttl_s * 1000), self._event(message, 1, "started")]
+        return bool(self.client.eval(_CLAIM_AND_START, len(keys), *keys, *args))
+
+    def _event(self, step: StepMessage, seq: int, state: str, **fields: Any) -> str:
+        ev = StatusEvent(
+            workflow_id=step.workflow_id,
+            step_id=step.step_id,
+            attempt=step.attempt,
+            epoch=step.epoch,
+            seq=seq,
+            state=state,
+            agent=self.agent_id,
+            at=datetime.now(UTC),
+            **fields,
+        )
+        return ev.model_dump_json(exclude_none=True)
+
+    def check_result(self, reply_to: str, result: CheckResult) -> None:
+        pipe = self.client.pipeline()
+        pipe.rpush(reply_to, result.model_dump_json())
+        pipe.expire(reply_to, 300)
+        pipe.execute()
+
+
+class StepProgress:
+    """The StepContext a provider sees on an agent: progress goes out rate-limited on the stream."""
+
+    def __init__(self, reporter: Reporter, message: StepMessage, interval_s: float) -> None:
+        self.reporter = reporter
+        self.message = message
+        self.interval_s = interval_s
+        self.seq = 0
+        self._last = 0.0
+
+    @property
+    def step_id(self) -> str:
+        return self.message.step_id
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def progress(self, percent: float | None, message: str | None = None) -> None:
+        if self.message.mode == "check":
+            return
+        now = time.monotonic()
+        if now - self._last < self.interval_s and (percent is None or percent < 100):
+            return
+        self._last = now
+        self.reporter.event(self.message, self.next_seq(), "progress", progress=percent, message=message)
+
+    def log(self, message: str) -> None:
+        import logging
+
+        logging.getLogger("converge.step").info("%s: %s", self.message.step_id, message)
