@@ -1,0 +1,1 @@
+"""The engine service (API, dispatcher, status ingester) and the `converge` CLI."""

@@ -1,0 +1,225 @@
+"""`converge`: the operator's command line. Thin: parse, call one library function, render."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from common.errors import ConvergeError
+from common.models import WorkflowState, WorkflowView
+from common.settings import Settings
+from engine import render
+from engine.client import EngineClient
+from workflows.registry import default_registry
+from workflows.spec import load_file
+
+F = TypeVar("F", bound=Callable[..., Any])
+WORKFLOW_STATES = [s.value for s in WorkflowState]
+
+
+def handle_errors(func: F) -> F:
+    """Turn every Converge error into its message and exit code: no traceback reaches an operator."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConvergeError as exc:
+            click.echo(f"converge: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("converge: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def url_option(func: F) -> F:
+    return click.option("--url", envvar="CONVERGE_URL", default=None, help="The engine API (CONVERGE_URL).")(
+        func
+    )
+
+
+def client_for(url: str | None) -> EngineClient:
+    settings = Settings()
+    return EngineClient(url or settings.url, settings.token)
+
+
+def read_desired(path: str) -> str:
+    """Validate a desired-state file here, before anything is sent; return its text."""
+    load_file(path, default_registry())
+    return Path(path).read_text(encoding="utf-8")
+
+
+@click.group()
+@click.version_option(package_name="converge", prog_name="converge")
+def main() -> None:
+    """Converge: declare what your hosts must look like; agents make it so."""
+
+
+@main.group()
+def engine() -> None:
+    """The engine service."""
+
+
+@engine.command("run")
+@click.option("--broker-url", envvar="CONVERGE_BROKER_URL", default=None, help="Redis (CONVERGE_BROKER_URL).")
+@click.option("--store-url", envvar="CONVERGE_STORE_URL", default=None, help="SQLAlchemy URL of the store.")
+@click.option("--api-bind", envvar="CONVERGE_API_BIND", default=None, help="host:port to listen on.")
+@handle_errors
+def engine_run(broker_url: str | None, store_url: str | None, api_bind: str | None) -> None:
+    """Run the engine: API, dispatcher and status ingester."""
+    from engine import service
+
+    given = {"broker_url": broker_url, "store_url": store_url, "api_bind": api_bind}
+    service.run(Settings.model_validate({k: v for k, v in given.items() if v is not None}))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--wait", is_flag=True, help="Wait until the workflow finishes; exit 0 only if it succeeded.")
+@click.option(
+    "--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after S seconds."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@url_option
+@handle_errors
+def apply(file: str, wait: bool, timeout_s: float | None, as_json: bool, url: str | None) -> None:
+    """Converge the estate to the desired state in FILE."""
+    source = read_desired(file)
+    client = client_for(url)
+    view, created = client.submit(source, file)
+    if not created and not as_json:
+        render.errors.print(f"the same desired state is already being applied by workflow {view.id}")
+    if wait:
+        view = render.follow(lambda: client.workflow(view.id), timeout_s, live=not as_json)
+    finish(view, as_json, waited=wait, timeout_s=timeout_s)
+
+
+def finish(view: WorkflowView, as_json: bool, *, waited: bool, timeout_s: float | None = None) -> None:
+    """Print a workflow and exit with the code of CLI.md."""
+    if as_json:
+        render.emit_json({"workflow": view.model_dump(mode="json")})
+    elif waited:
+        render.workflow_detail(view)
+    else:
+        click.echo(f"workflow {view.id} {view.state}: follow it with `converge workflows show {view.id}`")
+    if not waited:
+        return
+    if view.state == WorkflowState.SUCCEEDED:
+        return
+    if view.state in (WorkflowState.RUNNING, WorkflowState.PENDING, WorkflowState.CANCELLING):
+        render.errors.print(f"workflow {view.id} still {view.state} after {timeout_s:g}s")
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@url_option
+@handle_errors
+def plan(file: str, as_json: bool, url: str | None) -> None:
+    """Show what applying FILE would change, as observed by the agents, changing nothing."""
+    source = read_desired(file)
+    results = client_for(url).plan(source, file)
+    if as_json:
+        changes = []
+        for r in results:
+            change: dict[str, Any] = {"resource": r.resource, "agent": r.agent}
+            if r.change is not None:
+                change.update(action=r.change.action, diff=r.change.diff)
+            if r.error is not None:
+                change.update(action=None, diff=None, error=r.error)
+            changes.append(change)
+        render.emit_json({"changes": changes})
+    else:
+        render.plan_report(results)
+    if any(r.error for r in results):
+        sys.exit(1)
+
+
+@main.group()
+def workflows() -> None:
+    """Look at workflows."""
+
+
+@workflows.command("list")
+@click.option("--state", type=click.Choice(WORKFLOW_STATES), default=None, help="Only workflows in STATE.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@url_option
+@handle_errors
+def workflows_list(state: str | None, as_json: bool, url: str | None) -> None:
+    """Active workflows (succeeded ones are in `history`)."""
+    views = client_for(url).workflows(state)
+    if as_json:
+        render.emit_json([v.model_dump(mode="json", exclude={"steps"}) for v in views])
+    else:
+        render.workflows_table(views, "workflows")
+
+
+@workflows.command("show")
+@click.argument("workflow_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@url_option
+@handle_errors
+def workflows_show(workflow_id: str, as_json: bool, url: str | None) -> None:
+    """One workflow and its steps."""
+    view = client_for(url).workflow(workflow_id)
+    if as_json:
+        render.emit_json(view.model_dump(mode="json"))
+    else:
+        render.workflow_detail(view)
+
+
+@workflows.command("history")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@url_option
+@handle_errors
+def workflows_history(as_json: bool, url: str | None) -> None:
+    """Succeeded workflows."""
+    views = client_for(url).history()
+    if as_json:
+        render.emit_json([v.model_dump(mode="json", exclude={"steps"}) for v in views])
+    else:
+        render.workflows_table(views, "history")
+
+
+@main.group()
+def agents() -> None:
+    """Look at agents."""
+
+
+@agents.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@url_option
+@handle_errors
+def agents_list(as_json: bool, url: str | None) -> None:
+    """Every agent that announced itself, and whether it is alive."""
+    views = client_for(url).agents()
+    if as_json:
+        render.emit_json([v.model_dump(mode="json", include=_AGENT_FIELDS) for v in views])
+    else:
+        render.agents_table(views)
+
+
+_AGENT_FIELDS = {"id", "roles", "state", "leader_of", "last_seen", "running", "host", "pid", "version"}
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--home", default=".converge", type=click.Path(file_okay=False), help="Where state and logs go."
+)
+@click.option("--once", is_flag=True, help="Exit when it converges, with the exit code of `apply --wait`.")
+@click.option("--timeout", "timeout_s", type=float, default=600.0, help="Give up converging after S seconds.")
+@handle_errors
+def up(file: str | None, home: str, once: bool, timeout_s: float) -> None:
+    """The whole system on this machine: Redis, the store, the engine, one agent per role; then apply FILE."""
+    from engine import up as embedded
+
+    sys.exit(embedded.up(file, Path(home), once=once, timeout_s=timeout_s))

@@ -1,0 +1,159 @@
+"""How the CLI shows things: tables, live progress bars, JSON documents."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from common.models import FINISHED_STEP, FINISHED_WORKFLOW, AgentView, CheckResult, StepView, WorkflowView
+
+
+def _console(stderr: bool = False) -> Console:
+    """Rich's console; when the output is not a terminal (a log, a pipe) lines are not cut at 80 columns."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=200)
+    return console
+
+
+console = _console()
+errors = _console(stderr=True)
+
+_STATE_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "aborted": "red",
+    "cancelled": "yellow",
+    "cancelling": "yellow",
+    "started": "cyan",
+    "running": "cyan",
+}
+
+
+def emit_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, default=str))
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _state(value: str) -> str:
+    style = _STATE_STYLE.get(value)
+    return f"[{style}]{value}[/]" if style else value
+
+
+def _duration(step: StepView) -> str:
+    if step.started_at and step.finished_at:
+        return f"{(step.finished_at - step.started_at).total_seconds():.2f}s"
+    return "-"
+
+
+def workflows_table(views: Sequence[WorkflowView], title: str) -> None:
+    table = Table(title=title)
+    for column in ("id", "name", "state", "created", "finished"):
+        table.add_column(column)
+    for view in views:
+        table.add_row(view.id, view.name, _state(view.state), _when(view.created_at), _when(view.finished_at))
+    console.print(table)
+
+
+def workflow_detail(view: WorkflowView) -> None:
+    console.print(
+        f"workflow [bold]{view.id}[/] ({view.name}): {_state(view.state)}, created {_when(view.created_at)}"
+        + (f", finished {_when(view.finished_at)}" if view.finished_at else "")
+    )
+    table = Table()
+    for column in ("resource", "role", "state", "changed", "attempt", "agent", "progress", "took", "message"):
+        table.add_column(column)
+    for step in view.steps or []:
+        changed = "-" if step.changed is None else ("yes" if step.changed else "no")
+        progress = "-" if step.progress is None else f"{step.progress:.0f}%"
+        note = step.error or step.message or ""
+        table.add_row(
+            step.resource,
+            step.role,
+            _state(step.state),
+            changed,
+            str(step.attempt),
+            step.agent or "-",
+            progress,
+            _duration(step),
+            f"[red]{note}[/]" if step.error else note,
+        )
+    console.print(table)
+
+
+def agents_table(views: Sequence[AgentView]) -> None:
+    table = Table(title="agents")
+    for column in ("id", "roles", "state", "leader of", "running", "host", "pid", "last seen"):
+        table.add_column(column)
+    for a in views:
+        table.add_row(
+            a.id,
+            ", ".join(a.roles),
+            _state(a.state),
+            ", ".join(a.leader_of) or "-",
+            str(a.running),
+            a.host,
+            str(a.pid),
+            _when(a.last_seen),
+        )
+    console.print(table)
+
+
+def plan_report(results: Sequence[CheckResult]) -> None:
+    table = Table(title="plan")
+    for column in ("resource", "action", "agent"):
+        table.add_column(column)
+    for r in results:
+        action = "[red]error[/]" if r.error else (r.change.action if r.change else "-")
+        table.add_row(r.resource, action, r.agent)
+    console.print(table)
+    for r in results:
+        if r.error:
+            errors.print(f"[red]{r.resource}[/]: {r.error}")
+        elif r.change and r.change.action != "none" and r.change.diff:
+            console.print(f"[bold]{r.resource}[/] ({r.change.action})")
+            console.print(r.change.diff, markup=False, highlight=False)
+
+
+def follow(fetch: Callable[[], WorkflowView], timeout_s: float | None, live: bool) -> WorkflowView:
+    """Poll a workflow until it finishes (or `timeout_s` passes), with one progress bar per step."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    view = fetch()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[note]}"),
+        console=errors,
+        disable=not live,
+        transient=False,
+    ) as progress:
+        bars: dict[str, TaskID] = {}
+        while True:
+            _update_bars(progress, bars, view)
+            if view.state in FINISHED_WORKFLOW or (deadline is not None and time.monotonic() > deadline):
+                return view
+            time.sleep(0.2)
+            view = fetch()
+
+
+def _update_bars(progress: Progress, bars: dict[str, TaskID], view: WorkflowView) -> None:
+    for step in view.steps or []:
+        if step.id not in bars:
+            bars[step.id] = progress.add_task(step.resource, total=100, note="")
+        done = 100.0 if step.state in FINISHED_STEP else (step.progress or 0.0)
+        note = f"{step.state}" + (f" - {step.message}" if step.message else "")
+        if step.error:
+            note = f"{step.state} - {step.error}"
+        progress.update(bars[step.id], completed=done, note=note)

@@ -1,0 +1,57 @@
+"""`converge engine run`: the API, the dispatcher and the status ingester in one process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+import uvicorn
+
+from common.celery_app import make_app
+from common.errors import Unreachable
+from common.settings import Settings
+from common.store import open_store
+from engine.api import create_api
+from engine.core import Engine
+from engine.dispatcher import Dispatcher
+from engine.ingest import Ingester
+from workflows.registry import default_registry
+
+log = logging.getLogger("converge.engine")
+
+
+def connect_redis(url: str) -> redis.Redis:
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise Unreachable(f"cannot reach Redis at {url} (CONVERGE_BROKER_URL): {exc}") from exc
+    return client
+
+
+def build(settings: Settings) -> Engine:
+    store = open_store(settings.store_url, settings.step_timeout_s)
+    client = connect_redis(settings.broker_url)
+    app = make_app(settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s)
+    return Engine(settings, store, client, Dispatcher(app), default_registry())
+
+
+def run(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM. Steps left `queued` by a previous run are published again first."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = build(settings)
+    requeued = engine.dispatcher.publish(engine.store.queued())
+    if requeued:
+        log.info("published %d steps left queued by a previous run", requeued)
+    ingester = Ingester(engine.client, engine.store, engine.dispatcher)
+    ingester.ensure_group()
+    thread = threading.Thread(target=ingester.run, name="converge-ingest", daemon=True)
+    thread.start()
+    host, _, port = settings.api_bind.rpartition(":")
+    try:
+        uvicorn.run(create_api(engine), host=host or "127.0.0.1", port=int(port), log_level="warning")
+    finally:
+        ingester.stop()
+        thread.join(timeout=5)
+        engine.store.close()

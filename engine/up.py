@@ -1,0 +1,139 @@
+"""`converge up`: the whole system on one machine, for a first look and for demos.
+
+A private Redis, SQLite under the home folder, the engine and one agent per role of the file, each a
+child process in its own session (so that Ctrl-C reaches only `converge up`, which stops them in order).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from common.errors import ConvergeError, Unreachable
+from common.localredis import LocalRedis, free_port
+from common.models import WorkflowState
+from engine import render
+from engine.client import EngineClient
+from workflows.registry import default_registry
+from workflows.spec import load_file
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
+
+
+class Children:
+    """Child processes with their logs; stopped newest first, SIGTERM then SIGKILL to the whole group."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = (self.logs / f"{name}.log").open("ab")
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc, log))
+        return proc
+
+    def dead(self) -> list[str]:
+        return [name for name, proc, _ in self.procs if proc.poll() is not None]
+
+    def stop(self) -> None:
+        for _, proc, _ in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _, proc, log in reversed(self.procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            log.close()
+
+
+def up(file: str | None, home: Path, *, once: bool, timeout_s: float) -> int:
+    """Start everything, apply FILE (default: the quick start), show progress; returns the exit code."""
+    path = Path(file) if file else QUICKSTART
+    desired = load_file(path, default_registry())
+    roles = sorted({r.role for r in desired.resources if r.role})
+    home = home.resolve()
+    signal.signal(signal.SIGTERM, _interrupt)
+    broker = LocalRedis(home / "redis").start()
+    children = Children(home / "logs")
+    try:
+        env = dict(os.environ)
+        env.update(
+            CONVERGE_BROKER_URL=broker.url,
+            CONVERGE_STORE_URL=f"sqlite:///{home / 'converge.db'}",
+            CONVERGE_API_BIND=f"127.0.0.1:{free_port()}",
+        )
+        env["CONVERGE_URL"] = f"http://{env['CONVERGE_API_BIND']}"
+        client = EngineClient(env["CONVERGE_URL"])
+        render.errors.print(
+            f"starting the engine and {len(roles)} agent(s) ({', '.join(roles)}) under {home}"
+        )
+        children.start("engine", [sys.executable, "-m", "engine", "engine", "run"], env)
+        agent_ids = [f"{socket.gethostname()}-{role}" for role in roles]
+        for role, agent_id in zip(roles, agent_ids, strict=True):
+            children.start(
+                f"agent-{role}",
+                [sys.executable, "-m", "agents", "run", "--role", role, "--id", agent_id],
+                env,
+            )
+        _wait_ready(client, set(agent_ids), children, home)
+        view, _ = client.submit(path.read_text(encoding="utf-8"), str(path))
+        view = render.follow(lambda: client.workflow(view.id), timeout_s, live=True)
+        render.workflow_detail(view)
+        _how_to_look(view.id, env)
+        code = 0 if view.state == WorkflowState.SUCCEEDED else 1
+        if once:
+            return code
+        render.errors.print("converge is running; press Ctrl-C to stop it")
+        while not children.dead():
+            time.sleep(0.5)
+        raise Unreachable(f"{', '.join(children.dead())} stopped; see the logs under {home / 'logs'}")
+    except KeyboardInterrupt:
+        render.errors.print("stopping")
+        return 130
+    finally:
+        children.stop()
+        broker.stop()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_ready(client: EngineClient, agent_ids: set[str], children: Children, home: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if children.dead():
+            raise Unreachable(
+                f"{', '.join(children.dead())} did not start; see the logs under {home / 'logs'}"
+            )
+        try:
+            alive = {a.id for a in client.agents() if a.state == "active"}
+            if agent_ids <= alive:
+                return
+        except ConvergeError:
+            pass
+        time.sleep(0.2)
+    raise Unreachable(f"the engine and agents did not come up within 90s; see the logs under {home / 'logs'}")
+
+
+def _how_to_look(workflow_id: str, env: dict[str, str]) -> None:
+    url, broker = env["CONVERGE_URL"], env["CONVERGE_BROKER_URL"]
+    render.console.print(
+        "\nLook at it (while `converge up` runs):\n"
+        f"  CONVERGE_URL={url} converge workflows show {workflow_id}\n"
+        f"  CONVERGE_URL={url} converge agents list\n"
+        f"  CONVERGE_BROKER_URL={broker} celery -A common.flower_app flower\n",
+        highlight=False,
+        soft_wrap=True,
+    )
