@@ -1,0 +1,161 @@
+"""Real parts: a private Redis on a free port, the real engine and real `converge-agent` processes.
+
+Nothing here touches a Redis or a database that the machine already runs: the Redis is our own child
+process, the SQLite store lives in the test's tmp_path, and PostgreSQL tests use a database of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from common.localredis import LocalRedis, free_port
+
+PG_URL = os.environ.get("CONVERGE_TEST_POSTGRES_URL")
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
+    """Poll until `condition()` is truthy; fail the test after `timeout_s`. Never a fixed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
+    server = LocalRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session, dropped at the end."""
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CONVERGE_TEST_POSTGRES_URL must be set in CI: the store tests run on PostgreSQL too")
+        pytest.skip("CONVERGE_TEST_POSTGRES_URL is not set")
+    import sqlalchemy
+
+    name = f"converge_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+class Cluster:
+    """An engine and agents as child processes, and the `converge` CLI run against them."""
+
+    def __init__(self, broker_url: str, workdir: Path, store_url: str) -> None:
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.env = dict(os.environ)
+        port = free_port()
+        self.env.update(
+            CONVERGE_BROKER_URL=broker_url,
+            CONVERGE_STORE_URL=store_url,
+            CONVERGE_API_BIND=f"127.0.0.1:{port}",
+            CONVERGE_URL=f"http://127.0.0.1:{port}",
+            CONVERGE_PLAN_TIMEOUT_S="20",
+        )
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.redis = redis.Redis.from_url(broker_url)
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.procs[name] = proc
+        return proc
+
+    def start_engine(self) -> None:
+        self._spawn("engine", [sys.executable, "-m", "engine", "engine", "run"])
+        wait_for(lambda: self.cli("workflows", "list", "--json").returncode == 0, 30, "the engine")
+
+    def start_agent(self, *roles: str, agent_id: str, throttle: int | None = None) -> None:
+        argv = [sys.executable, "-m", "agents", "run", "--id", agent_id]
+        for role in roles:
+            argv += ["--role", role]
+        if throttle is not None:
+            argv += ["--throttle", str(throttle)]
+        self._spawn(f"agent-{agent_id}", argv)
+        wait_for(lambda: self.agent_state(agent_id) == "active", 60, f"agent {agent_id} to be active")
+
+    def agent_state(self, agent_id: str) -> str | None:
+        result = self.cli("agents", "list", "--json")
+        if result.returncode != 0:
+            return None
+        return next((a["state"] for a in json.loads(result.stdout) if a["id"] == agent_id), None)
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def cli(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
+    def apply(self, path: Path, *extra: str) -> dict[str, Any]:
+        """`converge apply FILE --wait --json`, returning the workflow; the exit code is checked by callers."""
+        result = self.cli("apply", str(path), "--wait", "--json", "--timeout", "90", *extra)
+        assert result.stdout, result.stderr
+        document: dict[str, Any] = json.loads(result.stdout)
+        document["exit_code"] = result.returncode
+        return document
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.workdir / name
+        path.write_text(text)
+        return path
+
+
+@pytest.fixture
+def cluster(redis_server: LocalRedis, tmp_path: Path) -> Iterator[Cluster]:
+    """A fresh engine (its own SQLite store) on a flushed private Redis; agents are started by the test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    c = Cluster(redis_server.url, tmp_path, f"sqlite:///{tmp_path / 'converge.db'}")
+    c.start_engine()
+    yield c
+    c.stop_all()
+    c.redis.close()

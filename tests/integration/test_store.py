@@ -1,0 +1,145 @@
+"""The store contract: the same assertions on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from common.models import StatusEvent, StepState, WorkflowState
+from common.store import SqlStore, open_store
+from workflows.plan import plan
+from workflows.registry import default_registry
+from workflows.spec import load_text
+
+SOURCE = """
+apiVersion: converge/v1
+kind: DesiredState
+metadata: {name: contract}
+resources:
+  - {kind: directory, name: a, role: web, spec: {path: /tmp/a}}
+  - {kind: directory, name: b, role: web, depends_on: [directory/a], spec: {path: /tmp/b}}
+  - {kind: directory, name: c, role: db, depends_on: [directory/a, directory/b], spec: {path: /tmp/c}}
+  - {kind: directory, name: d, role: db, spec: {path: /tmp/d}}
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    s = open_store(url)
+    yield s
+    from common.store.tables import metadata
+
+    metadata.drop_all(s.engine)
+    s.close()
+
+
+def new_workflow(store: SqlStore, workflow_id: str, source: str = SOURCE) -> list[str]:
+    desired = load_text(source, "contract.yaml", default_registry())
+    first = store.create_workflow(plan(desired, workflow_id), source)
+    return [m.step_id for m in first]
+
+
+def event(step_id: str, seq: int, state: str, attempt: int = 1, **fields: object) -> StatusEvent:
+    return StatusEvent.model_validate(
+        {
+            "workflow_id": step_id.split(".")[0],
+            "step_id": step_id,
+            "attempt": attempt,
+            "seq": seq,
+            "state": state,
+            "agent": "agent-1",
+            "at": datetime.now(UTC),
+            **fields,
+        }
+    )
+
+
+def succeed(step_id: str) -> list[StatusEvent]:
+    return [event(step_id, 1, "started"), event(step_id, 2, "succeeded", changed=True)]
+
+
+def test_a_new_workflow_queues_only_steps_without_dependencies(store: SqlStore) -> None:
+    assert new_workflow(store, "w1") == ["w1.0", "w1.3"]
+    view = store.workflow("w1")
+    assert view is not None and view.steps is not None
+    assert view.state == WorkflowState.RUNNING
+    assert [s.state for s in view.steps] == ["queued", "pending", "pending", "queued"]
+    assert {m.step_id for m in store.queued()} == {"w1.0", "w1.3"}
+
+
+def test_a_step_is_released_only_when_all_its_dependencies_succeeded(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    assert [m.step_id for m in store.record(succeed("w1.0")).ready] == ["w1.1"]
+    assert [m.step_id for m in store.record(succeed("w1.1")).ready] == ["w1.2"]
+
+
+def test_events_are_idempotent_per_step_attempt_and_sequence(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    store.record([event("w1.0", 1, "started")])
+
+    again = store.record([event("w1.0", 1, "started"), event("w1.0", 2, "progress", progress=40.0)])
+    stale = store.record([event("w1.0", 3, "failed", attempt=7, error="old")])
+
+    assert (again.applied, again.duplicate, stale.stale) == (1, 1, 1)
+    step = store.workflow("w1").steps[0]  # type: ignore[union-attr,index]
+    assert (step.state, step.progress, step.agent) == (StepState.STARTED, 40.0, "agent-1")
+    assert store.running_by_agent() == {"agent-1": 1}
+
+
+def test_a_workflow_succeeds_when_every_step_did_and_moves_to_history(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    result = store.record(succeed("w1.0") + succeed("w1.3") + succeed("w1.1") + succeed("w1.2"))
+
+    assert result.finished == ["w1"]
+    view = store.workflow("w1")
+    assert view is not None and view.state == WorkflowState.SUCCEEDED and view.finished_at is not None
+    assert [w.id for w in store.workflows(history=True)] == ["w1"]
+    assert store.workflows() == []
+    assert store.active_by_digest(plan(load_text(SOURCE, "x", default_registry()), "x").digest) is None
+
+
+def test_a_failed_step_fails_the_workflow_once_nothing_else_runs(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    first = store.record([event("w1.0", 1, "started"), event("w1.0", 2, "failed", error="boom")])
+    assert first.finished == []  # w1.3 is still queued
+    second = store.record(succeed("w1.3"))
+
+    assert second.finished == ["w1"]
+    view = store.workflow("w1")
+    assert view is not None and view.steps is not None
+    assert view.state == WorkflowState.FAILED
+    assert [s.state for s in view.steps] == ["failed", "pending", "pending", "succeeded"]
+    assert [w.id for w in store.workflows(state=WorkflowState.FAILED)] == ["w1"]
+
+
+def test_a_running_workflow_is_found_by_the_digest_of_its_desired_state(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    digest = plan(load_text(SOURCE, "x", default_registry()), "other").digest
+    assert store.active_by_digest(digest) == "w1"
+    assert store.active_by_digest("0" * 64) is None
+
+
+def test_a_thousand_steps_are_stored_and_released_in_batches(store: SqlStore) -> None:
+    lines = [
+        f"  - {{kind: directory, name: d{i}, role: web, spec: {{path: /tmp/d{i}}}}}" for i in range(1000)
+    ]
+    lines += [
+        f"  - {{kind: directory, name: after, role: web, depends_on: [{', '.join(f'directory/d{i}' for i in range(1000))}], "
+        "spec: {path: /tmp/after}}"
+    ]
+    source = "apiVersion: converge/v1\nkind: DesiredState\nmetadata: {name: big}\nresources:\n" + "\n".join(
+        lines
+    )
+    assert len(new_workflow(store, "big", source)) == 1000
+
+    result = store.record([e for i in range(1000) for e in succeed(f"big.{i}")])
+
+    assert result.applied == 2000
+    assert [m.step_id for m in result.ready] == ["big.1000"]

@@ -1,0 +1,75 @@
+"""`converge up --once`: the quick start, on this machine, with nothing but the project installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+QUICKSTART_ROOT = Path("/tmp/converge-quickstart")
+
+
+def up_once(home: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "up", "--once", "--home", str(home)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def last_run(home: Path) -> dict[str, bool]:
+    with sqlite3.connect(home / "converge.db") as conn:
+        (workflow_id,) = conn.execute(
+            "SELECT id FROM converge_workflows ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+        rows = conn.execute(
+            "SELECT resource, changed, state FROM converge_steps WHERE workflow_id = ?", (workflow_id,)
+        ).fetchall()
+    assert {state for _, _, state in rows} == {"succeeded"}
+    return {resource: bool(changed) for resource, changed, _ in rows}
+
+
+@pytest.fixture
+def fresh_quickstart() -> None:
+    shutil.rmtree(QUICKSTART_ROOT, ignore_errors=True)
+
+
+@pytest.mark.usefixtures("fresh_quickstart")
+def test_up_once_converges_the_quickstart_then_changes_only_what_was_edited(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+
+    first = up_once(home)
+
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "celery -A common.flower_app flower" in first.stdout
+    changed = last_run(home)
+    assert changed.pop("wait_for/db-warm-up") is False
+    assert all(changed.values()), changed
+    index = QUICKSTART_ROOT / "www" / "index.html"
+    before = index.stat().st_mtime_ns
+
+    second = up_once(home)
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert not any(last_run(home).values())
+    assert index.stat().st_mtime_ns == before
+
+    (QUICKSTART_ROOT / "db" / "db.conf").write_text("max_connections = 5000\n")
+    third = up_once(home)
+
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert [r for r, c in last_run(home).items() if c] == ["file/db-conf"]
+    assert (QUICKSTART_ROOT / "db" / "db.conf").read_text() == "max_connections = 50\n"
+    assert (
+        not list((home / "logs").glob("*.log"))
+        or "Traceback" not in (home / "logs" / "engine.log").read_text()
+    )
