@@ -122,7 +122,7 @@ def load_text(data: bytes | str, filename: str, registry: Registry) -> DesiredSt
         return _load(text, filename, registry)
 
 
-def dotted(loc: Loc) -> str:
+def _dotted(loc: Loc) -> str:
     """Format a key path the way problems show it: `resources[2].spec.path`."""
     text = ""
     for part in loc:
@@ -134,8 +134,14 @@ def dotted(loc: Loc) -> str:
 
 
 def _load(text: str, filename: str, registry: Registry) -> DesiredState:
-    node, document = _parse(text, filename)
+    node, document, repeated = _parse(text, filename)
     out = _Problems(filename, _Lines(node))
+    for key, first in repeated:
+        message = (
+            f"key {key.value!r} appears twice in one mapping (first at line {first.start_mark.line + 1}), "
+            "and YAML keeps only the last: remove one"
+        )
+        out.add_at((key.start_mark.line, key.start_mark.column), "", message)
     state = _check_document(document, out, registry)
     if out.problems or state is None:
         raise SpecError(out.sorted())
@@ -146,7 +152,7 @@ def _load(text: str, filename: str, registry: Registry) -> DesiredState:
 def _gc_paused() -> Iterator[None]:
     # Building millions of long-lived nodes triggers full collections over and over: with the collector on,
     # a 100,000-resource file loads three times slower. The node tree must be freed before it comes back on,
-    # or its first collection walks the whole tree. Loading creates no reference cycles.
+    # or its first collection walks the whole tree. Loading creates next to no reference cycles.
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -170,11 +176,16 @@ def _decode(data: bytes | str, filename: str) -> str:
         raise SpecError([Problem(file=filename, line=line, message=message)]) from None
 
 
-def _parse(text: str, filename: str) -> tuple[yaml.Node, Any]:
-    loader = _Loader(text)
+def _parse(text: str, filename: str) -> tuple[yaml.Node, Any, list[tuple[yaml.Node, yaml.Node]]]:
+    """The node tree, the document, and the keys repeated in a mapping (with their first occurrence)."""
+    try:
+        loader = _Loader(text)  # the pure-Python reader checks the characters here
+    except yaml.YAMLError as exc:
+        raise SpecError([_yaml_problem(exc, text, filename)]) from None
+    builder = _Builder(loader)
     try:
         node = loader.get_single_node()
-        document = None if node is None else _Builder(loader).build(node)
+        document = None if node is None else builder.build(node)
     except yaml.YAMLError as exc:
         raise SpecError([_yaml_problem(exc, text, filename)]) from None
     except RecursionError:
@@ -185,7 +196,7 @@ def _parse(text: str, filename: str) -> tuple[yaml.Node, Any]:
     if node is None:
         message = "the file is empty: write a DesiredState document (see CLI.md, 'The desired-state file')"
         raise SpecError([Problem(file=filename, line=1, message=message)])
-    return node, document
+    return node, document, builder.repeated
 
 
 class _Builder:
@@ -198,6 +209,7 @@ class _Builder:
     def __init__(self, loader: yaml.SafeLoader) -> None:
         self._loader = loader
         self._built: dict[int, Any] = {}  # a node under an anchor is built once and shared, as in PyYAML
+        self.repeated: list[tuple[yaml.Node, yaml.Node]] = []
 
     def build(self, node: yaml.Node) -> Any:
         if node.tag == _STR and isinstance(node, yaml.ScalarNode):
@@ -212,7 +224,11 @@ class _Builder:
         if node.tag == _MAP and isinstance(node, yaml.MappingNode) and self._plain_keys(node):
             mapping: dict[str, Any] = {}
             self._built[id(node)] = mapping
+            keys: dict[str, yaml.Node] = {}
             for key, value in node.value:
+                first = keys.setdefault(key.value, key)
+                if first is not key:
+                    self.repeated.append((key, first))
                 mapping[key.value] = self.build(value)
             return mapping
         return self._loader.construct_object(node, deep=True)
@@ -230,7 +246,8 @@ def _yaml_problem(exc: yaml.YAMLError, text: str, filename: str) -> Problem:
         reason = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
     elif isinstance(exc, yaml.reader.ReaderError):
         line = text.count("\n", 0, exc.position) + 1
-        reason = f"character {exc.character!r} is not allowed in YAML"
+        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        reason = f"character {character!r} is not allowed in YAML"
     else:
         reason = str(exc)
     return Problem(file=filename, line=line, message=f"invalid YAML: {reason}: fix the syntax")
@@ -244,12 +261,14 @@ class _Lines:
         self._keys: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
 
     def line(self, loc: Loc) -> int | None:
-        """The line of the deepest key or item of `loc` present in the file (None for the top level)."""
+        """The 1-based line of the deepest key or item of `loc` present in the file, if any."""
         position = self.position(loc)
         return None if position is None else position[0] + 1
 
     def position(self, loc: Loc) -> tuple[int, int] | None:
         """The 0-based (line, column) of the deepest key or item of `loc` present in the file."""
+        if not loc:
+            return self._root.start_mark.line, self._root.start_mark.column
         node, position = self._root, None
         for part in loc:
             found = self._child(node, part)
@@ -282,9 +301,12 @@ class _Problems:
 
     def add(self, loc: Loc, message: str, at: Loc | None = None) -> None:
         """Add a problem with field `loc`, at the line of `loc` (or of `at` when given)."""
-        position = self.lines.position(loc if at is None else at)
+        self.add_at(self.lines.position(loc if at is None else at), _dotted(loc), message)
+
+    def add_at(self, position: tuple[int, int] | None, field: str, message: str) -> None:
+        """Add a problem at a 0-based (line, column) of the file."""
         line = None if position is None else position[0] + 1
-        self.problems.append(Problem(file=self.filename, line=line, field=dotted(loc), message=message))
+        self.problems.append(Problem(file=self.filename, line=line, field=field, message=message))
         self._order.append((-1, -1) if position is None else position)
 
     def add_validation(self, prefix: Loc, error: ValidationError, model: type[BaseModel]) -> None:
@@ -302,7 +324,7 @@ class _Problems:
 def _validation_message(detail: Any, loc: Loc, model: type[BaseModel], top: bool) -> str:
     kind = detail["type"]
     if kind == "missing":
-        return f"is required but missing: {_MISSING_HINTS.get(dotted(loc), 'add it')}"
+        return f"is required but missing: {_MISSING_HINTS.get(_dotted(loc), 'add it')}"
     if kind == "extra_forbidden":
         known = _field_names(model) if top else []
         return f"unknown key: {_suggest(str(loc[-1]), known, 'remove it or fix its spelling')}"
@@ -321,7 +343,7 @@ def _suggest(word: str, known: list[str], otherwise: str, label: str = "allowed"
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = "null" if value is None else repr(value)
     return text if len(text) <= 60 else f"{text[:57]}..."
 
 
@@ -453,14 +475,16 @@ def _index_refs(items: list[Any], out: _Problems) -> dict[str, int]:
 def _check_depends_on(
     loc: Loc, item: dict[Any, Any], refs: dict[str, int], out: _Problems
 ) -> list[tuple[int, str]]:
-    """Report bad `depends_on` entries; return the good ones as (position, ref) edges."""
+    """Report bad `depends_on` entries; return the good ones as (position, ref) edges, each ref once."""
     entries = item.get("depends_on")
     if not isinstance(entries, list):
         return []
     edges: list[tuple[int, str]] = []
+    seen: set[str] = set()
     for position, entry in enumerate(entries):
-        if not isinstance(entry, str):
+        if not isinstance(entry, str) or entry in seen:
             continue
+        seen.add(entry)
         kind, slash, name = entry.partition("/")
         if not (kind and slash and name):
             message = f"{entry!r} is not a resource reference: write it as kind/name, e.g. file/index"

@@ -180,8 +180,8 @@ def test_tab_indentation_is_a_syntax_error_on_its_line(tmp_path: Path, registry:
 
 
 def test_top_level_that_is_not_a_mapping_is_refused(tmp_path: Path, registry: Registry) -> None:
-    problem = only_problem(tmp_path, registry, "- kind: file\n- kind: directory\n")
-    assert problem.field == ""
+    problem = only_problem(tmp_path, registry, "# estate\n- kind: file\n- kind: directory\n")
+    assert (problem.line, problem.field) == (2, "")
     assert "top level must be a mapping" in problem.message and "got list" in problem.message
 
 
@@ -313,7 +313,7 @@ def test_each_cycle_is_reported_once(tmp_path: Path, registry: Registry) -> None
     text = HEADER + (
         "  - {kind: file, name: a, role: web, depends_on: [file/a], spec: {path: /a}}\n"
         "  - {kind: file, name: b, role: web, depends_on: [file/c], spec: {path: /b}}\n"
-        "  - {kind: file, name: c, role: web, depends_on: [file/b], spec: {path: /c}}\n"
+        "  - {kind: file, name: c, role: web, depends_on: [file/b, file/b], spec: {path: /c}}\n"
         "  - {kind: file, name: d, role: web, depends_on: [file/b, file/a], spec: {path: /d}}\n"
     )
     messages = sorted(problem.message for problem in problems_of(tmp_path, registry, text))
@@ -335,6 +335,19 @@ def test_unknown_resource_key_is_refused(tmp_path: Path, registry: Registry) -> 
     problem = only_problem(tmp_path, registry, text)
     assert (problem.line, problem.field) == (9, "resources[0].dependson")
     assert "did you mean 'depends_on'?" in problem.message
+
+
+def test_key_repeated_in_a_mapping_is_refused(tmp_path: Path, registry: Registry) -> None:
+    text = HEADER + "  - kind: file\n    name: a\n    role: web\n    spec: {path: /a}\n    spec: {path: /b}\n"
+    problem = only_problem(tmp_path, registry, text)
+    assert problem.line == 10
+    assert "key 'spec' appears twice" in problem.message and "line 9" in problem.message
+
+
+def test_control_character_is_refused_with_its_line(tmp_path: Path, registry: Registry) -> None:
+    problem = only_problem(tmp_path, registry, HEADER + "  []\n\x00\n")
+    assert problem.line == 7
+    assert "not allowed in YAML" in problem.message
 
 
 def test_problems_are_listed_in_file_order(tmp_path: Path, registry: Registry) -> None:
