@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from workflows.spec import RetryPolicy
+
 if TYPE_CHECKING:
     from workflows.spec import DesiredState
 
@@ -49,6 +51,7 @@ def digest(desired: DesiredState) -> str:
 def plan(desired: DesiredState, workflow_id: str) -> WorkflowPlan:
     """Turn a validated desired state into a workflow. The file was validated: every reference resolves."""
     ids = {res.ref: f"{workflow_id}.{index}" for index, res in enumerate(desired.resources)}
+    default = desired.retry or RetryPolicy()
     steps = [
         StepPlan(
             id=ids[res.ref],
@@ -61,8 +64,8 @@ def plan(desired: DesiredState, workflow_id: str) -> WorkflowPlan:
             spec=res.spec,
             depends_on=[ids[ref] for ref in res.depends_on],
             timeout_s=res.timeout_s,
-            retry_attempts=res.retry.attempts if res.retry else 3,
-            retry_backoff_s=res.retry.backoff_s if res.retry else 2.0,
+            retry_attempts=(res.retry or default).attempts,
+            retry_backoff_s=(res.retry or default).backoff_s,
             credentials=list(res.credentials),
         )
         for index, res in enumerate(desired.resources)

@@ -80,6 +80,8 @@ class DesiredState(_Strict):
     api_version: Literal["converge/v1"] = Field(alias="apiVersion")
     kind: Literal["DesiredState"]
     metadata: Metadata
+    # The retry policy of every resource that does not set its own.
+    retry: RetryPolicy | None = None
     resources: list[Resource]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from common.models import StatusEvent, StepMessage, WorkflowState, WorkflowView
 
@@ -20,6 +20,27 @@ class RecordResult:
     applied: int = 0
     stale: int = 0  # events of an attempt that is no longer current
     duplicate: int = 0  # events already recorded (same step, attempt and sequence number)
+    retrying: int = 0  # failed steps scheduled for another attempt
+    to_stop: list[tuple[str, int]] = field(default_factory=list)  # attempts the agents must stop (abort)
+
+
+@dataclass
+class StopResult:
+    """What cancelling (or aborting) a workflow asks of the agents: stop or drop these step attempts."""
+
+    to_stop: list[tuple[str, int]] = field(default_factory=list)
+
+
+class StaleStep(NamedTuple):
+    """A running step as the watchdog sees it."""
+
+    id: str
+    workflow_id: str
+    attempt: int
+    agent: str | None
+    last_report_at: float | None
+    timeout_s: float | None
+    workflow_state: WorkflowState
 
 
 class Store(Protocol):
@@ -37,6 +58,20 @@ class Store(Protocol):
 
     def record(self, events: list[StatusEvent]) -> RecordResult:
         """Apply status events in one transaction; idempotent per step, attempt and sequence number."""
+
+    def cancel(self, workflow_id: str) -> StopResult:
+        """Move a workflow to `cancelling`; raises Refused if it already finished."""
+
+    def retry(self, workflow_id: str) -> list[StepMessage]:
+        """Run again every step of a failed, aborted or cancelled workflow that has not succeeded."""
+
+    def due_retries(self, now: float) -> list[StepMessage]:
+        """Steps whose retry backoff has passed, marked `queued`."""
+
+    def started(self) -> list[StaleStep]: ...
+
+    def prune(self, finished_before: float) -> int:
+        """Delete history older than a time; returns the number of workflows deleted."""
 
     def queued(self) -> list[StepMessage]:
         """Every step marked `queued`: re-published when the engine starts (a crash may have lost them)."""

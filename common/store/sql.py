@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -12,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from common.errors import Unreachable
+from common.errors import NotFound, Refused, Unreachable
 from common.models import (
     ACTIVE_STEP,
     FINISHED_STEP,
+    FINISHED_WORKFLOW,
     StatusEvent,
     StepMessage,
     StepState,
@@ -23,13 +26,19 @@ from common.models import (
     WorkflowState,
     WorkflowView,
 )
-from common.store.interface import RecordResult
+from common.store.interface import RecordResult, StaleStep, StopResult
 from common.store.tables import metadata, steps, workflows
 
 if TYPE_CHECKING:
     from workflows.plan import WorkflowPlan
 
-_FAILED_STEP = {StepState.FAILED: WorkflowState.FAILED, StepState.TIMED_OUT: WorkflowState.ABORTED}
+_RETRYABLE_WORKFLOW = {WorkflowState.FAILED, WorkflowState.ABORTED, WorkflowState.CANCELLED}
+MAX_BACKOFF_S = 300.0
+
+
+def backoff_s(base_s: float, attempt: int) -> float:
+    """Exponential backoff with full jitter around it: base * 2^(attempt-1), times 0.5 to 1.5."""
+    return float(min(MAX_BACKOFF_S, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -64,6 +73,9 @@ class SqlStore:
     def __init__(self, engine: Engine, default_timeout_s: float = 3600.0) -> None:
         self.engine = engine
         self.default_timeout_s = default_timeout_s
+        # The engine is the one writer, from several threads (API, ingester, watchdog): its writes are
+        # read-modify-write transactions, serialised here so that none is lost on any backend.
+        self._write = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -97,7 +109,7 @@ class SqlStore:
             for s in plan.steps
         ]
         state = WorkflowState.RUNNING if rows else WorkflowState.SUCCEEDED
-        with self.engine.begin() as conn:
+        with self._write, self.engine.begin() as conn:
             conn.execute(
                 workflows.insert(),
                 {
@@ -120,9 +132,9 @@ class SqlStore:
         result = RecordResult()
         if not events:
             return result
-        with self.engine.begin() as conn:
+        with self._write, self.engine.begin() as conn:
             rows = self._load(conn, {e.step_id for e in events})
-            touched: set[str] = set()
+            states = self._workflow_states(conn, {r["workflow_id"] for r in rows.values()})
             released: list[str] = []
             for ev in events:
                 row = rows.get(ev.step_id)
@@ -132,15 +144,131 @@ class SqlStore:
                 if ev.seq <= row["last_seq"]:
                     result.duplicate += 1
                     continue
-                if _apply_event(row, ev) and row["state"] == StepState.SUCCEEDED:
-                    released.extend(json.loads(row["dependents"]))
                 row["_dirty"] = True
-                touched.add(row["workflow_id"])
                 result.applied += 1
+                if not _apply_event(row, ev):
+                    continue
+                if states[row["workflow_id"]] != WorkflowState.RUNNING:
+                    continue
+                if row["state"] == StepState.SUCCEEDED:
+                    released.extend(json.loads(row["dependents"]))
+                elif row["state"] == StepState.FAILED and _retry(row, ev):
+                    result.retrying += 1
+                elif row["state"] == StepState.TIMED_OUT:
+                    result.to_stop += self._stop(conn, row["workflow_id"], WorkflowState.ABORTED).to_stop
+                    states[row["workflow_id"]] = WorkflowState.ABORTED
             self._save(conn, [r for r in rows.values() if r.get("_dirty")])
             result.ready = self._release(conn, released)
-            result.finished = self._settle(conn, touched)
+            result.finished = self._settle(
+                conn, {wf for wf, st in states.items() if st not in FINISHED_WORKFLOW}
+            )
+            result.finished += [wf for wf, st in states.items() if st == WorkflowState.ABORTED]
         return result
+
+    def _workflow_states(self, conn: Connection, ids: set[str]) -> dict[str, WorkflowState]:
+        if not ids:
+            return {}
+        query = select(workflows.c.id, workflows.c.state).where(workflows.c.id.in_(ids))
+        return {wf_id: WorkflowState(state) for wf_id, state in conn.execute(query)}
+
+    def cancel(self, workflow_id: str) -> StopResult:
+        """Cancel a workflow: queued steps never start, running ones are to be stopped by their agents."""
+        with self._write, self.engine.begin() as conn:
+            state = self._workflow_states(conn, {workflow_id}).get(workflow_id)
+            if state is None:
+                raise NotFound(f"no workflow {workflow_id}")
+            if state in FINISHED_WORKFLOW:
+                raise Refused(f"workflow {workflow_id} already {state}: there is nothing to cancel")
+            result = self._stop(conn, workflow_id, WorkflowState.CANCELLING)
+            self._settle(conn, {workflow_id})
+        return result
+
+    def _stop(self, conn: Connection, workflow_id: str, state: WorkflowState) -> StopResult:
+        """Cancel the steps that have not started; list every attempt the agents must stop (or drop)."""
+        now = time.time()
+        query = select(steps.c.id, steps.c.attempt, steps.c.state).where(
+            steps.c.workflow_id == workflow_id,
+            steps.c.state.in_([StepState.PENDING, StepState.QUEUED, StepState.STARTED]),
+        )
+        found = conn.execute(query).all()
+        waiting = [step_id for step_id, _, st in found if st != StepState.STARTED]
+        for chunk in _chunks(waiting, 500):
+            conn.execute(
+                update(steps)
+                .where(steps.c.id.in_(chunk))
+                .values(
+                    state=StepState.CANCELLED, finished_at=now, not_before=None, message=f"workflow {state}"
+                )
+            )
+        finished_at = now if state in FINISHED_WORKFLOW else None
+        conn.execute(
+            update(workflows)
+            .where(workflows.c.id == workflow_id)
+            .values(state=state, updated_at=now, finished_at=finished_at)
+        )
+        return StopResult(
+            to_stop=[(step_id, attempt) for step_id, attempt, st in found if st != StepState.PENDING]
+        )
+
+    def retry(self, workflow_id: str) -> list[StepMessage]:
+        """Run a failed, aborted or cancelled workflow again: each step not yet succeeded, a new attempt."""
+        with self._write, self.engine.begin() as conn:
+            state = self._workflow_states(conn, {workflow_id}).get(workflow_id)
+            if state is None:
+                raise NotFound(f"no workflow {workflow_id}")
+            if state not in _RETRYABLE_WORKFLOW:
+                raise Refused(
+                    f"workflow {workflow_id} is {state}: only failed, aborted or cancelled ones retry"
+                )
+            rows = {r["id"]: dict(r) for r in self._steps_of(conn, workflow_id)}
+            done = {i for i, r in rows.items() if r["state"] == StepState.SUCCEEDED}
+            again = [r for r in rows.values() if r["id"] not in done]
+            for row in again:
+                row["waiting"] = sum(1 for dep in json.loads(row["depends_on"]) if dep not in done)
+                _reset(
+                    row, row["attempt"] + 1, StepState.QUEUED if row["waiting"] == 0 else StepState.PENDING
+                )
+                row["not_before"] = None
+            self._save(conn, again)
+            conn.execute(
+                update(workflows)
+                .where(workflows.c.id == workflow_id)
+                .values(state=WorkflowState.RUNNING, finished_at=None, history=False, updated_at=time.time())
+            )
+        return [self._message(r) for r in again if r["state"] == StepState.QUEUED]
+
+    def due_retries(self, now: float) -> list[StepMessage]:
+        """Steps whose retry backoff has passed, now marked `queued`: publish them."""
+        with self._write, self.engine.begin() as conn:
+            query = select(steps).where(steps.c.state == StepState.PENDING, steps.c.not_before <= now)
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            for row in rows:
+                row["state"], row["not_before"] = StepState.QUEUED, None
+            self._save(conn, rows)
+        return [self._message(r) for r in rows]
+
+    def started(self) -> list[StaleStep]:
+        """Every running step with when it last reported: what the watchdog looks at."""
+        c = steps.c
+        query = (
+            select(c.id, c.workflow_id, c.attempt, c.agent, c.last_report_at, c.timeout_s, workflows.c.state)
+            .join(workflows, workflows.c.id == c.workflow_id)
+            .where(c.state == StepState.STARTED)
+        )
+        with self.engine.connect() as conn:
+            return [StaleStep(*row[:-1], WorkflowState(row[-1])) for row in conn.execute(query)]
+
+    def prune(self, finished_before: float) -> int:
+        """Delete history (succeeded workflows) finished before a time; returns how many workflows went."""
+        with self._write, self.engine.begin() as conn:
+            old = select(workflows.c.id).where(
+                workflows.c.history.is_(True), workflows.c.finished_at < finished_before
+            )
+            ids = [row[0] for row in conn.execute(old)]
+            for chunk in _chunks(ids, 500):
+                conn.execute(steps.delete().where(steps.c.workflow_id.in_(chunk)))
+                conn.execute(workflows.delete().where(workflows.c.id.in_(chunk)))
+        return len(ids)
 
     def _load(self, conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -153,7 +281,7 @@ class SqlStore:
         if not rows:
             return
         cols = ["state", "changed", "agent", "progress", "message", "error", "started_at", "finished_at"]
-        cols += ["last_seq", "last_report_at"]
+        cols += ["last_seq", "last_report_at", "attempt", "not_before", "waiting"]
         stmt = (
             update(steps)
             .where(steps.c.id == bindparam("b_id"))
@@ -185,29 +313,29 @@ class SqlStore:
         return [self._message(r) for r in ready]
 
     def _settle(self, conn: Connection, workflow_ids: set[str]) -> list[str]:
-        """Derive each touched workflow's state from its steps; return those that just finished."""
+        """Derive each unfinished workflow's state from its steps; return those that just finished."""
         finished: list[str] = []
         now = time.time()
         for wf_id in workflow_ids:
-            counts = {
-                StepState(state): n
-                for state, n in conn.execute(
-                    select(steps.c.state, func.count())
-                    .where(steps.c.workflow_id == wf_id)
-                    .group_by(steps.c.state)
-                )
-            }
-            state = _workflow_state(counts)
-            if state is None:
+            query = (
+                select(steps.c.state, steps.c.not_before.is_not(None), func.count())
+                .where(steps.c.workflow_id == wf_id)
+                .group_by(steps.c.state, steps.c.not_before.is_not(None))
+            )
+            counts: dict[StepState, int] = {}
+            retrying = 0
+            for state, backing_off, n in conn.execute(query):
+                counts[StepState(state)] = counts.get(StepState(state), 0) + n
+                retrying += n if backing_off else 0
+            current = self._workflow_states(conn, {wf_id})[wf_id]
+            final = _workflow_state(counts, retrying, cancelling=current == WorkflowState.CANCELLING)
+            if final is None:
                 continue
             conn.execute(
                 update(workflows)
                 .where(workflows.c.id == wf_id)
                 .values(
-                    state=state,
-                    updated_at=now,
-                    finished_at=now,
-                    history=state == WorkflowState.SUCCEEDED,
+                    state=final, updated_at=now, finished_at=now, history=final == WorkflowState.SUCCEEDED
                 )
             )
             finished.append(wf_id)
@@ -275,7 +403,7 @@ class SqlStore:
             scope=row["scope"],
             spec=json.loads(row["spec"]),
             credentials=json.loads(row["credentials"]),
-            timeout_s=row["timeout_s"] or self.default_timeout_s,
+            timeout_s=row["timeout_s"],
         )
 
 
@@ -305,20 +433,51 @@ def _apply_event(row: dict[str, Any], ev: StatusEvent) -> bool:
     return True
 
 
-def _workflow_state(counts: dict[StepState, int]) -> WorkflowState | None:
+def _workflow_state(counts: dict[StepState, int], retrying: int, *, cancelling: bool) -> WorkflowState | None:
     """A final state once nothing can move any more; None while the workflow is still running."""
     if any(counts.get(s) for s in ACTIVE_STEP):
         return None
-    failures = [s for s in _FAILED_STEP if counts.get(s)]
+    if cancelling:
+        return WorkflowState.CANCELLED
+    if retrying:
+        return None
+    if counts.get(StepState.TIMED_OUT):
+        return WorkflowState.ABORTED
     if counts.get(StepState.CANCELLED):
         return WorkflowState.CANCELLED
-    if StepState.TIMED_OUT in failures:
-        return WorkflowState.ABORTED
-    if failures:
+    if counts.get(StepState.FAILED):
         return WorkflowState.FAILED
     if counts.get(StepState.PENDING):
         return None
     return WorkflowState.SUCCEEDED
+
+
+def _retry(row: dict[str, Any], ev: StatusEvent) -> bool:
+    """Schedule the next attempt of a failed step if its policy allows; True if it will run again."""
+    if ev.retryable is False or row["attempt"] >= row["retry_attempts"]:
+        return False
+    delay = backoff_s(row["retry_backoff_s"], row["attempt"])
+    error = row["error"]
+    _reset(row, row["attempt"] + 1, StepState.PENDING)
+    row["not_before"] = time.time() + delay
+    row["message"] = f"attempt {row['attempt'] - 1} failed ({error}); retrying in {delay:.1f}s"
+    return True
+
+
+def _reset(row: dict[str, Any], attempt: int, state: StepState) -> None:
+    row.update(
+        attempt=attempt,
+        state=state,
+        last_seq=0,
+        agent=None,
+        progress=None,
+        message=None,
+        error=None,
+        changed=None,
+        started_at=None,
+        finished_at=None,
+        last_report_at=None,
+    )
 
 
 def _workflow_view(row: Any) -> WorkflowView:

@@ -48,6 +48,7 @@ steps = Table(
     Column("finished_at", Float),
     Column("last_seq", Integer, nullable=False),
     Column("last_report_at", Float),
+    Column("not_before", Float),  # a retry waiting out its backoff: dispatched once this time has passed
     Column("timeout_s", Float),
     Column("retry_attempts", Integer, nullable=False),
     Column("retry_backoff_s", Float, nullable=False),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from common.errors import Refused
 from common.models import StatusEvent, StepState, WorkflowState
 from common.store import SqlStore, open_store
 from workflows.plan import plan
@@ -107,7 +109,9 @@ def test_a_workflow_succeeds_when_every_step_did_and_moves_to_history(store: Sql
 
 def test_a_failed_step_fails_the_workflow_once_nothing_else_runs(store: SqlStore) -> None:
     new_workflow(store, "w1")
-    first = store.record([event("w1.0", 1, "started"), event("w1.0", 2, "failed", error="boom")])
+    first = store.record(
+        [event("w1.0", 1, "started"), event("w1.0", 2, "failed", error="boom", retryable=False)]
+    )
     assert first.finished == []  # w1.3 is still queued
     second = store.record(succeed("w1.3"))
 
@@ -143,3 +147,92 @@ def test_a_thousand_steps_are_stored_and_released_in_batches(store: SqlStore) ->
 
     assert result.applied == 2000
     assert [m.step_id for m in result.ready] == ["big.1000"]
+
+
+def test_a_retryable_failure_schedules_the_next_attempt_after_its_backoff(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    result = store.record([event("w1.0", 1, "started"), event("w1.0", 2, "failed", error="flaky")])
+
+    assert result.retrying == 1 and result.finished == []
+    step = store.workflow("w1").steps[0]  # type: ignore[union-attr,index]
+    assert (step.state, step.attempt) == (StepState.PENDING, 2)
+    assert "flaky" in (step.message or "")
+    assert store.due_retries(time.time()) == []  # backoff is 2s * (0.5 to 1.5)
+    due = store.due_retries(time.time() + 10)
+    assert [(m.step_id, m.attempt) for m in due] == [("w1.0", 2)]
+    # an event of the first attempt is now stale and changes nothing
+    assert store.record([event("w1.0", 3, "succeeded")]).stale == 1
+
+
+def test_the_last_attempt_failing_fails_the_workflow(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    for attempt in (1, 2, 3):
+        store.record(
+            [event("w1.0", 1, "started", attempt=attempt), event("w1.0", 2, "failed", attempt=attempt)]
+        )
+        store.due_retries(time.time() + 1000)
+    store.record(succeed("w1.3"))
+    assert store.workflow("w1").state == WorkflowState.FAILED  # type: ignore[union-attr]
+
+
+def test_cancel_stops_queued_steps_at_once_and_waits_for_running_ones(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    store.record([event("w1.0", 1, "started")])
+
+    stop = store.cancel("w1")
+
+    assert sorted(stop.to_stop) == [("w1.0", 1), ("w1.3", 1)]
+    view = store.workflow("w1")
+    assert view is not None and view.steps is not None
+    assert view.state == WorkflowState.CANCELLING
+    assert [s.state for s in view.steps] == ["started", "cancelled", "cancelled", "cancelled"]
+    assert store.record([event("w1.0", 2, "cancelled")]).finished == ["w1"]
+    assert store.workflow("w1").state == WorkflowState.CANCELLED  # type: ignore[union-attr]
+    with pytest.raises(Refused, match="already cancelled"):
+        store.cancel("w1")
+
+
+def test_a_step_that_timed_out_aborts_its_workflow(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    store.record([event("w1.0", 1, "started"), event("w1.3", 1, "started")])
+
+    result = store.record([event("w1.0", 2, "timed_out", error="no progress")])
+
+    # the timed-out attempt too: when the engine decides it, the agent may still be running it
+    assert sorted(result.to_stop) == [("w1.0", 1), ("w1.3", 1)]
+    assert store.workflow("w1").state == WorkflowState.ABORTED  # type: ignore[union-attr]
+
+
+def test_a_manual_retry_runs_only_the_steps_that_did_not_succeed(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    store.record(succeed("w1.0") + succeed("w1.3"))
+    store.record([event("w1.1", 1, "started"), event("w1.1", 2, "failed", retryable=False)])
+    assert store.workflow("w1").state == WorkflowState.FAILED  # type: ignore[union-attr]
+
+    again = store.retry("w1")
+
+    assert [(m.step_id, m.attempt) for m in again] == [("w1.1", 2)]
+    view = store.workflow("w1")
+    assert view is not None and view.steps is not None
+    assert view.state == WorkflowState.RUNNING
+    assert [(s.state, s.attempt) for s in view.steps] == [
+        ("succeeded", 1), ("queued", 2), ("pending", 2), ("succeeded", 1)
+    ]  # fmt: skip
+    with pytest.raises(Refused, match="only failed, aborted or cancelled"):
+        store.retry("w1")
+
+
+def test_pruning_removes_history_older_than_the_retention_only(store: SqlStore) -> None:
+    for wf in ("old", "new"):
+        new_workflow(store, wf)
+        store.record([e for i in range(4) for e in succeed(f"{wf}.{i}")])
+    with store.engine.begin() as conn:
+        from common.store.tables import workflows
+
+        conn.execute(
+            workflows.update().where(workflows.c.id == "old").values(finished_at=time.time() - 31 * 86400)
+        )
+
+    assert store.prune(time.time() - 30 * 86400) == 1
+    assert [w.id for w in store.workflows(history=True)] == ["new"]
+    assert store.workflow("old") is None
