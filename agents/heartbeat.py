@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import redis
 
+from agents.config import AgentSettings
 from common import names
 from common.models import AgentInfo
 
@@ -55,15 +56,17 @@ class Heartbeat:
             log.warning("could not sign off: %s", exc)
 
 
-def agent_info(agent_id: str, roles: list[str], throttle: int, version: str) -> AgentInfo:
+def agent_info(settings: AgentSettings, version: str) -> AgentInfo:
+    """What the agent announces: who it is, its roles, and the settings the engine needs to know."""
     now = datetime.now(UTC)
     return AgentInfo(
-        id=agent_id,
-        roles=roles,
+        id=settings.id,
+        roles=settings.roles,
         host=socket.gethostname(),
         pid=os.getpid(),
         version=version,
-        throttle=throttle,
+        throttle=settings.throttle,
+        step_timeout_s=settings.step_timeout_s,
         started_at=now,
         last_seen=now,
     )

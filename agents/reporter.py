@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from datetime import UTC, datetime
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from common import names
 from common.models import CheckResult, StatusEvent, StepMessage
+from workflows.context import StepStopped
 
-# Claim the attempt and report `started` in one round trip; a delivery of an attempt already claimed
-# (a redelivery after the visibility timeout, or a re-publish after an engine crash) is not run again.
+if TYPE_CHECKING:
+    from agents.control import StepControl
+
+# Claim the attempt and report `started` in one round trip. A delivery is dropped when the attempt was
+# already claimed (a redelivery after the visibility timeout, a re-publish after an engine crash), when
+# it was cancelled before it started, or when the step has been retried since (an older attempt).
 _CLAIM_AND_START = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'cancelled' end
+local current = redis.call('GET', KEYS[4])
+if current and current ~= ARGV[4] then return 'stale attempt' end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
-  return 1
+  return 'ours'
 end
-return 0
+return 'already claimed'
 """
+
+
+class Claim(Enum):
+    OURS = "ours"
+    CANCELLED = "cancelled"
+    STALE = "stale attempt"
+    TAKEN = "already claimed"
 
 
 class Reporter:
@@ -42,11 +59,22 @@ class Reporter:
     def event(self, step: StepMessage, seq: int, state: str, **fields: Any) -> None:
         self.client.xadd(names.STATUS_STREAM, {"e": self._event(step, seq, state, **fields)})
 
-    def claim_and_start(self, message: StepMessage, claim_ttl_s: float) -> bool:
-        """Report `started` unless another delivery of this attempt already did. True if ours to run."""
-        keys = [names.claim_key(message.step_id, message.attempt), names.STATUS_STREAM]
-        args: list[str | int] = [self.agent_id, int(claim_ttl_s * 1000), self._event(message, 1, "started")]
-        return bool(self.client.eval(_CLAIM_AND_START, len(keys), *keys, *args))
+    def claim_and_start(self, message: StepMessage, claim_ttl_s: float) -> Claim:
+        """Report `started` unless this delivery must not run; say why not."""
+        keys = [
+            names.claim_key(message.step_id, message.attempt),
+            names.STATUS_STREAM,
+            names.cancel_key(message.step_id, message.attempt),
+            names.attempt_key(message.step_id),
+        ]
+        args: list[str | int] = [
+            self.agent_id,
+            int(claim_ttl_s * 1000),
+            self._event(message, 1, "started"),
+            str(message.attempt),
+        ]
+        answer = self.client.eval(_CLAIM_AND_START, len(keys), *keys, *args)
+        return Claim(answer.decode() if isinstance(answer, bytes) else answer)
 
     def _event(self, step: StepMessage, seq: int, state: str, **fields: Any) -> str:
         ev = StatusEvent(
@@ -72,10 +100,13 @@ class Reporter:
 class StepProgress:
     """The StepContext a provider sees on an agent: progress goes out rate-limited on the stream."""
 
-    def __init__(self, reporter: Reporter, message: StepMessage, interval_s: float) -> None:
+    def __init__(
+        self, reporter: Reporter, message: StepMessage, interval_s: float, control: StepControl | None
+    ) -> None:
         self.reporter = reporter
         self.message = message
         self.interval_s = interval_s
+        self.control = control
         self.seq = 0
         self._last = 0.0
 
@@ -88,15 +119,20 @@ class StepProgress:
         return self.seq
 
     def progress(self, percent: float | None, message: str | None = None) -> None:
-        if self.message.mode == "check":
+        if self.control is None:  # check mode: nothing to report
             return
+        if self.control.reason is not None:
+            raise StepStopped(self.control.reason)
+        self.control.touch()
         now = time.monotonic()
         if now - self._last < self.interval_s and (percent is None or percent < 100):
             return
         self._last = now
         self.reporter.event(self.message, self.next_seq(), "progress", progress=percent, message=message)
 
-    def log(self, message: str) -> None:
-        import logging
+    def attach(self, pgid: int) -> None:
+        if self.control is not None:
+            self.control.attach(pgid)
 
+    def log(self, message: str) -> None:
         logging.getLogger("converge.step").info("%s: %s", self.message.step_id, message)

@@ -1,15 +1,21 @@
-"""Runs one step on the agent: report `started`, observe, apply only the difference, report the outcome."""
+"""Runs one step on the agent: claim it, report `started`, observe, apply only the difference, report."""
 
 from __future__ import annotations
 
 import logging
 
-from agents.reporter import Reporter, StepProgress
+from agents.control import StepControl
+from agents.reporter import Claim, Reporter, StepProgress
 from common.models import Change, CheckResult, StepMessage
 from workflows.execute import execute
 from workflows.registry import Registry, StepError
 
 log = logging.getLogger("converge.agent")
+
+_STOPPED = {
+    "cancelled": "cancelled by an operator",
+    "timed_out": "no progress for {timeout:g}s: the step was ended",
+}
 
 
 class StepRunner:
@@ -23,13 +29,16 @@ class StepRunner:
         reporter: Reporter,
         progress_interval_s: float,
         claim_ttl_s: float,
+        step_timeout_s: float,
     ) -> None:
-        self.claim_ttl_s = claim_ttl_s
         self.agent_id = agent_id
         self.roles = set(roles)
         self.registry = registry
         self.reporter = reporter
         self.progress_interval_s = progress_interval_s
+        self.claim_ttl_s = claim_ttl_s
+        self.step_timeout_s = step_timeout_s
+        self.control = StepControl(lambda: reporter.client)
 
     def misrouted(self, message: StepMessage) -> str | None:
         if message.role not in self.roles:
@@ -40,37 +49,52 @@ class StepRunner:
         return None
 
     def run(self, message: StepMessage) -> None:
-        ctx = StepProgress(self.reporter, message, self.progress_interval_s)
         if message.mode == "check":
-            self._check(message, ctx)
+            self._check(message)
             return
         wrong = self.misrouted(message)
         if wrong is not None:
             log.error("refusing step %s: %s", message.step_id, wrong)
-            self.reporter.event(message, ctx.next_seq(), "failed", error=wrong)
+            self.reporter.event(message, 1, "failed", error=wrong, retryable=False)
             return
-        if not self.reporter.claim_and_start(message, self.claim_ttl_s):
-            log.warning("dropping a second delivery of step %s attempt %d", message.step_id, message.attempt)
+        claim = self.reporter.claim_and_start(message, self.claim_ttl_s)
+        if claim is not Claim.OURS:
+            log.warning("dropping step %s attempt %d: %s", message.step_id, message.attempt, claim.value)
             return
-        ctx.next_seq()
+        ctx = StepProgress(self.reporter, message, self.progress_interval_s, self.control)
+        ctx.next_seq()  # `started` went out with the claim
+        timeout_s = message.timeout_s or self.step_timeout_s
+
+        def abandon(reason: str) -> None:
+            error = _STOPPED[reason].format(timeout=timeout_s)
+            self.reporter.event(message, ctx.next_seq(), reason, error=error)
+
+        self.control.begin(message, timeout_s, abandon)
+        try:
+            self._apply(message, ctx, timeout_s)
+        finally:
+            self.control.end()
+
+    def _apply(self, message: StepMessage, ctx: StepProgress, timeout_s: float) -> None:
+        fields: dict[str, object]
         try:
             outcome = execute(self.registry, message.kind, message.spec, "apply", ctx)
         except StepError as exc:
-            self.reporter.event(message, ctx.next_seq(), "failed", error=str(exc))
-        except Exception as exc:  # a provider bug must still end the step, with what went wrong
-            log.exception("step %s crashed", message.step_id)
-            self.reporter.event(message, ctx.next_seq(), "failed", error=f"{type(exc).__name__}: {exc}")
+            state, fields = "failed", {"error": str(exc), "retryable": exc.retryable}
+        except Exception as exc:  # a provider bug, or StepStopped: the step must still end, saying why
+            if self.control.reason is None:
+                log.exception("step %s crashed", message.step_id)
+            state, fields = "failed", {"error": f"{type(exc).__name__}: {exc}", "retryable": True}
         else:
-            self.reporter.event(
-                message,
-                ctx.next_seq(),
-                "succeeded",
-                changed=outcome.changed,
-                message=_summary(outcome.change),
-            )
+            state, fields = "succeeded", {"changed": outcome.changed, "message": _summary(outcome.change)}
+        reason = self.control.reason
+        if reason is not None:
+            state, fields = reason, {"error": _STOPPED[reason].format(timeout=timeout_s)}
+        self.reporter.event(message, ctx.next_seq(), state, **fields)
 
-    def _check(self, message: StepMessage, ctx: StepProgress) -> None:
+    def _check(self, message: StepMessage) -> None:
         assert message.reply_to is not None
+        ctx = StepProgress(self.reporter, message, self.progress_interval_s, None)
         result = CheckResult(step_id=message.step_id, resource=message.resource, agent=self.agent_id)
         wrong = self.misrouted(message)
         try:

@@ -40,6 +40,7 @@ def build_app(settings: AgentSettings) -> Celery:
         Reporter(settings.broker_url, settings.id),
         settings.progress_interval_s,
         settings.visibility_timeout_s,
+        settings.step_timeout_s,
     )
 
     @app.task(name=names.STEP_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
@@ -60,7 +61,7 @@ def run(settings: AgentSettings) -> None:
     app = build_app(settings)
     heartbeat = Heartbeat(
         client,
-        agent_info(settings.id, settings.roles, settings.throttle, converge_version()),
+        agent_info(settings, converge_version()),
         settings.heartbeat_interval_s,
         settings.heartbeat_ttl_s,
     )

@@ -60,7 +60,8 @@ class StepMessage(BaseModel):
     spec: dict[str, Any]
     mode: Mode = "apply"
     credentials: list[str] = Field(default_factory=list)
-    timeout_s: float = 3600.0
+    # The no-progress timeout of this step; None: the agent's own `step_timeout_s`.
+    timeout_s: float | None = None
     reply_to: str | None = None
 
 
@@ -79,6 +80,8 @@ class StatusEvent(BaseModel):
     progress: float | None = None
     message: str | None = None
     error: str | None = None
+    # For `failed`: False when a retry cannot help (bad spec, permission denied).
+    retryable: bool | None = None
 
 
 class Change(BaseModel):
@@ -131,6 +134,7 @@ class AgentInfo(BaseModel):
     pid: int
     version: str
     throttle: int
+    step_timeout_s: float = 3600.0
     started_at: datetime
     last_seen: datetime
 

@@ -45,3 +45,13 @@ def plan_reply_key(plan_id: str) -> str:
 def claim_key(step_id: str, attempt: int) -> str:
     """Set once by the agent that starts a step attempt: a second delivery of it is dropped."""
     return f"converge:claim:{step_id}:{attempt}"
+
+
+def cancel_key(step_id: str, attempt: int) -> str:
+    """Set by the engine to stop a step attempt (cancel, abort); the agent running it kills it."""
+    return f"converge:cancel:{step_id}:{attempt}"
+
+
+def attempt_key(step_id: str) -> str:
+    """The current attempt of a step that was retried: deliveries of older attempts are dropped."""
+    return f"converge:attempt:{step_id}"

@@ -1,4 +1,4 @@
-"""What a step sees while it runs: progress reporting, and (later) cancellation and credentials."""
+"""What a step sees while it runs: progress reporting and the processes to stop when it is cancelled."""
 
 from __future__ import annotations
 
@@ -17,6 +17,13 @@ class StepContext(Protocol):
     def log(self, message: str) -> None:
         """A line for the agent's log."""
 
+    def attach(self, pgid: int) -> None:
+        """A process group this step started: it is killed, children and all, if the step is stopped."""
+
+
+class StepStopped(Exception):
+    """Raised inside a step that was cancelled or timed out; providers let it propagate."""
+
 
 class NullContext:
     """A context that records progress in memory: for tests and for running a provider by hand."""
@@ -25,6 +32,7 @@ class NullContext:
         self._step_id = step_id
         self.reports: list[tuple[float | None, str | None]] = []
         self.lines: list[str] = []
+        self.groups: list[int] = []
 
     @property
     def step_id(self) -> str:
@@ -35,3 +43,6 @@ class NullContext:
 
     def log(self, message: str) -> None:
         self.lines.append(message)
+
+    def attach(self, pgid: int) -> None:
+        self.groups.append(pgid)

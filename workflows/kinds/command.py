@@ -74,6 +74,7 @@ class CommandProvider(Provider[CommandSpec]):
 
     def apply(self, spec: CommandSpec, change: Change, ctx: StepContext) -> None:
         proc = _start(spec.run, spec)
+        ctx.attach(proc.pid)
         ctx.progress(None, "running")
         result = _finish(proc)
         if result.code != 0:
