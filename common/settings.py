@@ -19,5 +19,9 @@ class Settings(BaseSettings):
     visibility_timeout_s: float = 4 * 3600
     # How long `plan` waits for the agents' observations.
     plan_timeout_s: float = 30.0
-    # The no-progress timeout of a step that does not set its own.
+    # The no-progress timeout of a step that sets none, when its agent announced none either.
     step_timeout_s: float = 3600.0
+    # Succeeded workflows stay in history this long; the engine prunes older ones every hour.
+    history_retention_days: float = 30.0
+    # How often the engine's watchdog looks for timeouts, due retries and stopped agents.
+    watchdog_interval_s: float = 0.5

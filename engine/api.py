@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from common.errors import Unreachable
+from common.errors import NotFound, Refused, Unreachable
 from common.models import AgentView, WorkflowState, WorkflowView
 from engine.core import Engine
 from engine.fleet import list_agents
@@ -24,21 +24,7 @@ class Submission(BaseModel):
 def create_api(engine: Engine) -> FastAPI:
     api = FastAPI(title="Converge engine", version="1")
 
-    @api.exception_handler(SpecError)
-    def bad_input(_: Request, exc: SpecError) -> JSONResponse:
-        problems = [p.model_dump() for p in exc.problems]
-        return JSONResponse(status_code=422, content={"error": str(exc), "problems": problems})
-
-    @api.exception_handler(Unreachable)
-    def unreachable(_: Request, exc: Unreachable) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"error": str(exc)})
-
-    @api.exception_handler(redis.RedisError)
-    def redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
-        where = engine.settings.broker_url
-        return JSONResponse(
-            status_code=503, content={"error": f"the engine cannot reach Redis at {where}: {exc}"}
-        )
+    _error_handlers(api, engine.settings.broker_url)
 
     @api.get("/v1/health")
     def health() -> dict[str, Any]:
@@ -59,10 +45,19 @@ def create_api(engine: Engine) -> FastAPI:
 
     @api.get("/v1/workflows/{workflow_id}")
     def workflow(workflow_id: str) -> WorkflowView:
-        view = engine.store.workflow(workflow_id)
-        if view is None:
-            raise HTTPException(status_code=404, detail=f"no workflow {workflow_id}")
-        return view
+        return engine.workflow(workflow_id)
+
+    @api.post("/v1/workflows/{workflow_id}/cancel")
+    def cancel(workflow_id: str) -> WorkflowView:
+        return engine.cancel(workflow_id)
+
+    @api.post("/v1/workflows/{workflow_id}/retry")
+    def retry(workflow_id: str) -> WorkflowView:
+        return engine.retry(workflow_id)
+
+    @api.post("/v1/history/prune")
+    def prune(older_than_days: float | None = None) -> dict[str, int]:
+        return {"pruned": engine.prune(older_than_days)}
 
     @api.post("/v1/plan")
     def plan(body: Submission) -> dict[str, Any]:
@@ -74,3 +69,31 @@ def create_api(engine: Engine) -> FastAPI:
         return list_agents(engine.client, engine.store.running_by_agent())
 
     return api
+
+
+def _error_handlers(api: FastAPI, broker_url: str) -> None:
+    """Converge errors become JSON answers with the status code the client maps back to an exit code."""
+
+    @api.exception_handler(SpecError)
+    def bad_input(_: Request, exc: SpecError) -> JSONResponse:
+        problems = [p.model_dump() for p in exc.problems]
+        return JSONResponse(status_code=422, content={"error": str(exc), "problems": problems})
+
+    @api.exception_handler(NotFound)
+    def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"error": str(exc)})
+
+    @api.exception_handler(Refused)
+    def refused(_: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"error": str(exc)})
+
+    @api.exception_handler(Unreachable)
+    def unreachable(_: Request, exc: Unreachable) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"error": str(exc)})
+
+    @api.exception_handler(redis.RedisError)
+    def redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
+        where = broker_url
+        return JSONResponse(
+            status_code=503, content={"error": f"the engine cannot reach Redis at {where}: {exc}"}
+        )

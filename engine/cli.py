@@ -176,6 +176,61 @@ def workflows_show(workflow_id: str, as_json: bool, url: str | None) -> None:
         render.workflow_detail(view)
 
 
+@workflows.command("cancel")
+@click.argument("workflow_id")
+@click.option("--wait", is_flag=True, help="Wait until every running step is confirmed stopped.")
+@click.option(
+    "--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after S seconds."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@url_option
+@handle_errors
+def workflows_cancel(
+    workflow_id: str, wait: bool, timeout_s: float | None, as_json: bool, url: str | None
+) -> None:
+    """Cancel a workflow: queued steps never start, running steps are stopped (exit 0 once cancelled)."""
+    client = client_for(url)
+    view = client.cancel(workflow_id)
+    if wait:
+        view = render.follow(lambda: client.workflow(workflow_id), timeout_s, live=False)
+    if as_json:
+        render.emit_json({"workflow": view.model_dump(mode="json")})
+    else:
+        click.echo(f"workflow {view.id} {view.state}")
+    if wait and view.state != WorkflowState.CANCELLED:
+        render.errors.print(f"workflow {view.id} ended {view.state}, not cancelled")
+        sys.exit(1)
+
+
+@workflows.command("retry")
+@click.argument("workflow_id")
+@click.option("--wait", is_flag=True, help="Wait until the workflow finishes; exit 0 only if it succeeded.")
+@click.option(
+    "--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after S seconds."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@url_option
+@handle_errors
+def workflows_retry(
+    workflow_id: str, wait: bool, timeout_s: float | None, as_json: bool, url: str | None
+) -> None:
+    """Run a failed, aborted or cancelled workflow again: only what is not yet compliant changes."""
+    client = client_for(url)
+    view = client.retry(workflow_id)
+    if wait:
+        view = render.follow(lambda: client.workflow(workflow_id), timeout_s, live=not as_json)
+    finish(view, as_json, waited=wait, timeout_s=timeout_s)
+
+
+@workflows.command("prune")
+@click.option("--older-than-days", type=float, default=None, help="Default: the engine's retention (30).")
+@url_option
+@handle_errors
+def workflows_prune(older_than_days: float | None, url: str | None) -> None:
+    """Delete succeeded workflows from history once they are older than the retention."""
+    click.echo(f"pruned {client_for(url).prune(older_than_days)} workflows from history")
+
+
 @workflows.command("history")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @url_option

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from common.errors import BadInput, ConvergeError, NotFound, Unreachable
+from common.errors import BadInput, ConvergeError, NotFound, Refused, Unreachable
 from common.models import AgentView, CheckResult, WorkflowView
 
 
@@ -35,6 +35,8 @@ class EngineClient:
             raise BadInput(str(message))
         if response.status_code == 404:
             raise NotFound(str(message))
+        if response.status_code == 409:
+            raise Refused(str(message))
         if response.status_code in (502, 503, 504):
             raise Unreachable(str(message))
         raise ConvergeError(f"the engine at {self.url} answered {response.status_code}: {message}")
@@ -56,6 +58,16 @@ class EngineClient:
     def workflows(self, state: str | None = None) -> list[WorkflowView]:
         params = {"state": state} if state else {}
         return [WorkflowView.model_validate(w) for w in self._call("GET", "/v1/workflows", params=params)]
+
+    def cancel(self, workflow_id: str) -> WorkflowView:
+        return WorkflowView.model_validate(self._call("POST", f"/v1/workflows/{workflow_id}/cancel"))
+
+    def retry(self, workflow_id: str) -> WorkflowView:
+        return WorkflowView.model_validate(self._call("POST", f"/v1/workflows/{workflow_id}/retry"))
+
+    def prune(self, older_than_days: float | None) -> int:
+        params = {} if older_than_days is None else {"older_than_days": older_than_days}
+        return int(self._call("POST", "/v1/history/prune", params=params)["pruned"])
 
     def history(self) -> list[WorkflowView]:
         return [WorkflowView.model_validate(w) for w in self._call("GET", "/v1/history")]

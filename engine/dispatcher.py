@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
+import redis
 from celery import Celery
 
 from common import names
@@ -22,11 +23,20 @@ class Dispatcher:
     before any agent has declared it, and wait there for one.
     """
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, client: redis.Redis, attempt_ttl_s: float) -> None:
         self.app = app
+        self.client = client
+        self.attempt_ttl_s = attempt_ttl_s
         self._lock = threading.Lock()
 
     def publish(self, messages: Iterable[StepMessage], *, expires_s: float | None = None) -> int:
+        messages = list(messages)
+        retried = [m for m in messages if m.attempt > 1]
+        if retried:  # deliveries of the attempts before these are dropped by the agents
+            pipe = self.client.pipeline(transaction=False)
+            for m in retried:
+                pipe.set(names.attempt_key(m.step_id), m.attempt, ex=int(self.attempt_ttl_s))
+            pipe.execute()
         sent = 0
         with self._lock, self.app.producer_or_acquire() as producer:
             for message in messages:
@@ -43,3 +53,10 @@ class Dispatcher:
                 )
                 sent += 1
         return sent
+
+    def stop(self, attempts: Iterable[tuple[str, int]], ttl_s: float = 86400) -> None:
+        """Ask the agents to stop (or never start) these step attempts."""
+        pipe = self.client.pipeline(transaction=False)
+        for step_id, attempt in attempts:
+            pipe.set(names.cancel_key(step_id, attempt), 1, ex=int(ttl_s))
+        pipe.execute()

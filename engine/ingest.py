@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import redis
 from pydantic import ValidationError
 
 from common import names
 from common.models import StatusEvent
-from common.store import Store
-from engine.dispatcher import Dispatcher
+from common.store import RecordResult, Store
 
 log = logging.getLogger("converge.engine")
 
@@ -27,13 +27,13 @@ class Ingester:
         self,
         client: redis.Redis,
         store: Store,
-        dispatcher: Dispatcher,
+        act: Callable[[RecordResult], None],
         consumer: str = "engine-1",
         batch: int = 1000,
     ) -> None:
         self.client = client
         self.store = store
-        self.dispatcher = dispatcher
+        self.act = act
         self.consumer = consumer
         self.batch = batch
         self._stop = threading.Event()
@@ -67,8 +67,7 @@ class Ingester:
             except (KeyError, ValidationError) as exc:
                 log.error("dropping a malformed status entry: %s", exc)
         result = self.store.record(events)
-        if result.ready:
-            self.dispatcher.publish(result.ready)
+        self.act(result)
         ids = [entry_id for entry_id, _ in entries]
         if ids:
             pipe = self.client.pipeline()
@@ -76,7 +75,11 @@ class Ingester:
             pipe.xdel(names.STATUS_STREAM, *ids)
             pipe.execute()
         if result.stale or result.duplicate:
-            log.info("ignored %d stale and %d duplicate status events", result.stale, result.duplicate)
+            log.info(
+                "recorded %d stale and %d duplicate status events: nothing changed",
+                result.stale,
+                result.duplicate,
+            )
         return len(entries)
 
     def run(self) -> None:

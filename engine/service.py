@@ -16,6 +16,7 @@ from engine.api import create_api
 from engine.core import Engine
 from engine.dispatcher import Dispatcher
 from engine.ingest import Ingester
+from engine.watchdog import Watchdog
 from workflows.registry import default_registry
 
 log = logging.getLogger("converge.engine")
@@ -34,7 +35,8 @@ def build(settings: Settings) -> Engine:
     store = open_store(settings.store_url, settings.step_timeout_s)
     client = connect_redis(settings.broker_url)
     app = make_app(settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s)
-    return Engine(settings, store, client, Dispatcher(app), default_registry())
+    dispatcher = Dispatcher(app, client, attempt_ttl_s=settings.visibility_timeout_s)
+    return Engine(settings, store, client, dispatcher, default_registry())
 
 
 def run(settings: Settings) -> None:
@@ -44,14 +46,21 @@ def run(settings: Settings) -> None:
     requeued = engine.dispatcher.publish(engine.store.queued())
     if requeued:
         log.info("published %d steps left queued by a previous run", requeued)
-    ingester = Ingester(engine.client, engine.store, engine.dispatcher)
+    ingester = Ingester(engine.client, engine.store, engine.act)
     ingester.ensure_group()
-    thread = threading.Thread(target=ingester.run, name="converge-ingest", daemon=True)
-    thread.start()
+    watchdog = Watchdog(engine)
+    threads = [
+        threading.Thread(target=ingester.run, name="converge-ingest", daemon=True),
+        threading.Thread(target=watchdog.run, name="converge-watchdog", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
     host, _, port = settings.api_bind.rpartition(":")
     try:
         uvicorn.run(create_api(engine), host=host or "127.0.0.1", port=int(port), log_level="warning")
     finally:
         ingester.stop()
-        thread.join(timeout=5)
+        watchdog.stop()
+        for thread in threads:
+            thread.join(timeout=5)
         engine.store.close()
