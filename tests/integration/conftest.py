@@ -159,3 +159,25 @@ def cluster(redis_server: LocalRedis, tmp_path: Path) -> Iterator[Cluster]:
     yield c
     c.stop_all()
     c.redis.close()
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose command line contains `marker` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = next(
+                (ln for ln in (entry / "status").read_text().splitlines() if ln.startswith("State:")), ""
+            )
+        except OSError:
+            continue
+        if marker in cmdline and "zombie" not in state:
+            found.append(int(entry.name))
+    return found
+
+
+def desired_state(name: str, resources: str) -> str:
+    return f"apiVersion: converge/v1\nkind: DesiredState\nmetadata: {{name: {name}}}\nresources:\n{resources}"
