@@ -25,16 +25,20 @@ def main() -> None:
 @click.option("--throttle", type=int, default=None, help="Most steps run at once (default 20).")
 @click.option("--broker-url", default=None, envvar="CONVERGE_BROKER_URL", help="Redis URL.")
 @click.option("--loglevel", default=None, help="Log level (INFO, DEBUG...).")
+@click.option(
+    "--task-events/--no-task-events", default=None, help="Send Celery task events for Flower (default: on)."
+)
 def run_cmd(
     roles: tuple[str, ...],
     agent_id: str | None,
     throttle: int | None,
     broker_url: str | None,
     loglevel: str | None,
+    task_events: bool | None,
 ) -> None:
     """Run the agent: consume the queues of ROLE and of this agent until stopped."""
     overrides = {"roles": list(roles), "id": agent_id, "throttle": throttle, "broker_url": broker_url}
-    overrides["loglevel"] = loglevel
+    overrides |= {"loglevel": loglevel, "task_events": task_events}
     try:
         settings = AgentSettings.model_validate({k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:

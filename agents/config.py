@@ -26,3 +26,6 @@ class AgentSettings(BaseSettings):
         default=4 * 3600, gt=0, validation_alias="CONVERGE_VISIBILITY_TIMEOUT_S"
     )
     loglevel: str = "INFO"
+    # Celery task events, so that Flower sees every step. They cost a few publishes per step; an agent
+    # that nobody watches with Flower can turn them off (Flower turns them back on when it runs).
+    task_events: bool = True

@@ -82,7 +82,7 @@ def run(settings: AgentSettings) -> None:
             f"--concurrency={settings.throttle}",
             f"--queues={','.join(queues_for(settings))}",
             f"--hostname={settings.id}@%h",
-            "--task-events",
+            *(["--task-events"] if settings.task_events else []),
             "--without-gossip",
             "--without-mingle",
         ]

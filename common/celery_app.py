@@ -22,7 +22,6 @@ def make_app(broker_url: str, *, visibility_timeout_s: float = 4 * 3600, name: s
         "visibility_timeout": visibility_timeout_s,
         "socket_connect_timeout": 5,
         "socket_timeout": 30,
-        "retry_on_timeout": True,
     }
     app.conf.update(
         task_serializer="json",
@@ -33,8 +32,10 @@ def make_app(broker_url: str, *, visibility_timeout_s: float = 4 * 3600, name: s
         task_acks_late=True,
         task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # The engine sends no "task-sent" event: a publish per step that Flower does not need, since it
+        # learns of a task from the worker's "task-received".
+        worker_send_task_events=False,  # the agent decides: `task_events` in its settings
+        task_send_sent_event=False,
         worker_hijack_root_logger=False,
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,

@@ -25,3 +25,4 @@ class Settings(BaseSettings):
     history_retention_days: float = 30.0
     # How often the engine's watchdog looks for timeouts, due retries and stopped agents.
     watchdog_interval_s: float = 0.5
+    log_level: str = "INFO"

@@ -41,7 +41,9 @@ def build(settings: Settings) -> Engine:
 
 def run(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM. Steps left `queued` by a previous run are published again first."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     engine = build(settings)
     requeued = engine.dispatcher.publish(engine.store.queued())
     if requeued:

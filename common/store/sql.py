@@ -41,6 +41,15 @@ def backoff_s(base_s: float, attempt: int) -> float:
     return float(min(MAX_BACKOFF_S, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
 
 
+# What an event can change on a step, and what recording events reads (not the spec, which can be big).
+_SAVED = ["state", "changed", "agent", "progress", "message", "error", "started_at", "finished_at"]
+_SAVED += ["last_seq", "last_report_at", "attempt", "not_before", "waiting"]
+_EVENT_COLUMNS = [
+    steps.c[name] for name in ["id", "workflow_id", "dependents", "retry_attempts", "retry_backoff_s"]
+]
+_EVENT_COLUMNS += [steps.c[name] for name in _SAVED]
+
+
 def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
@@ -50,7 +59,9 @@ def open_store(url: str, default_timeout_s: float = 3600.0) -> SqlStore:
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        engine = create_engine(url, pool_pre_ping=True)
+        # A pre-ping is a round trip per transaction: worth it for a server that drops idle connections,
+        # pointless for a file.
+        engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         metadata.create_all(engine)
@@ -133,9 +144,10 @@ class SqlStore:
         if not events:
             return result
         with self._write, self.engine.begin() as conn:
-            rows = self._load(conn, {e.step_id for e in events})
+            rows = self._load(conn, {e.step_id for e in events}, _EVENT_COLUMNS)
             states = self._workflow_states(conn, {r["workflow_id"] for r in rows.values()})
             released: list[str] = []
+            moved: set[str] = set()  # workflows in which a step reached a final state
             for ev in events:
                 row = rows.get(ev.step_id)
                 if row is None or ev.attempt != row["attempt"]:
@@ -148,21 +160,21 @@ class SqlStore:
                 result.applied += 1
                 if not _apply_event(row, ev):
                     continue
-                if states[row["workflow_id"]] != WorkflowState.RUNNING:
+                wf_id = row["workflow_id"]
+                moved.add(wf_id)
+                if states[wf_id] != WorkflowState.RUNNING:
                     continue
                 if row["state"] == StepState.SUCCEEDED:
                     released.extend(json.loads(row["dependents"]))
                 elif row["state"] == StepState.FAILED and _retry(row, ev):
                     result.retrying += 1
                 elif row["state"] == StepState.TIMED_OUT:
-                    result.to_stop += self._stop(conn, row["workflow_id"], WorkflowState.ABORTED).to_stop
-                    states[row["workflow_id"]] = WorkflowState.ABORTED
+                    result.to_stop += self._stop(conn, wf_id, WorkflowState.ABORTED).to_stop
+                    states[wf_id] = WorkflowState.ABORTED
+                    result.finished.append(wf_id)
             self._save(conn, [r for r in rows.values() if r.get("_dirty")])
             result.ready = self._release(conn, released)
-            result.finished = self._settle(
-                conn, {wf for wf, st in states.items() if st not in FINISHED_WORKFLOW}
-            )
-            result.finished += [wf for wf, st in states.items() if st == WorkflowState.ABORTED]
+            result.finished += self._settle(conn, {wf: states[wf] for wf in moved})
         return result
 
     def _workflow_states(self, conn: Connection, ids: set[str]) -> dict[str, WorkflowState]:
@@ -180,7 +192,7 @@ class SqlStore:
             if state in FINISHED_WORKFLOW:
                 raise Refused(f"workflow {workflow_id} already {state}: there is nothing to cancel")
             result = self._stop(conn, workflow_id, WorkflowState.CANCELLING)
-            self._settle(conn, {workflow_id})
+            self._settle(conn, {workflow_id: WorkflowState.CANCELLING})
         return result
 
     def _stop(self, conn: Connection, workflow_id: str, state: WorkflowState) -> StopResult:
@@ -270,18 +282,19 @@ class SqlStore:
                 conn.execute(workflows.delete().where(workflows.c.id.in_(chunk)))
         return len(ids)
 
-    def _load(self, conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def _load(
+        self, conn: Connection, ids: Iterable[str], columns: Sequence[Any] = (steps,)
+    ) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for chunk in _chunks(list(ids), 500):
-            for row in conn.execute(select(steps).where(steps.c.id.in_(chunk))).mappings():
+            for row in conn.execute(select(*columns).where(steps.c.id.in_(chunk))).mappings():
                 found[row["id"]] = dict(row)
         return found
 
     def _save(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        cols = ["state", "changed", "agent", "progress", "message", "error", "started_at", "finished_at"]
-        cols += ["last_seq", "last_report_at", "attempt", "not_before", "waiting"]
+        cols = _SAVED
         stmt = (
             update(steps)
             .where(steps.c.id == bindparam("b_id"))
@@ -312,23 +325,28 @@ class SqlStore:
         conn.execute(stmt, params)
         return [self._message(r) for r in ready]
 
-    def _settle(self, conn: Connection, workflow_ids: set[str]) -> list[str]:
-        """Derive each unfinished workflow's state from its steps; return those that just finished."""
+    def _settle(self, conn: Connection, current: dict[str, WorkflowState]) -> list[str]:
+        """Derive the state of unfinished workflows from their steps; return those that just finished.
+
+        Only the steps not yet succeeded are counted (an index on workflow and state finds them), so
+        settling gets cheaper as a workflow progresses.
+        """
         finished: list[str] = []
         now = time.time()
-        for wf_id in workflow_ids:
+        for wf_id, state in current.items():
+            if state in FINISHED_WORKFLOW or self._busy(conn, wf_id):
+                continue
             query = (
                 select(steps.c.state, steps.c.not_before.is_not(None), func.count())
-                .where(steps.c.workflow_id == wf_id)
+                .where(steps.c.workflow_id == wf_id, steps.c.state != StepState.SUCCEEDED)
                 .group_by(steps.c.state, steps.c.not_before.is_not(None))
             )
             counts: dict[StepState, int] = {}
             retrying = 0
-            for state, backing_off, n in conn.execute(query):
-                counts[StepState(state)] = counts.get(StepState(state), 0) + n
+            for step_state, backing_off, n in conn.execute(query):
+                counts[StepState(step_state)] = counts.get(StepState(step_state), 0) + n
                 retrying += n if backing_off else 0
-            current = self._workflow_states(conn, {wf_id})[wf_id]
-            final = _workflow_state(counts, retrying, cancelling=current == WorkflowState.CANCELLING)
+            final = _workflow_state(counts, retrying, cancelling=state == WorkflowState.CANCELLING)
             if final is None:
                 continue
             conn.execute(
@@ -340,6 +358,17 @@ class SqlStore:
             )
             finished.append(wf_id)
         return finished
+
+    def _busy(self, conn: Connection, workflow_id: str) -> bool:
+        """Whether a step of the workflow is queued or running: an index seek, cheaper than counting."""
+        query = (
+            select(steps.c.id)
+            .where(
+                steps.c.workflow_id == workflow_id, steps.c.state.in_([StepState.QUEUED, StepState.STARTED])
+            )
+            .limit(1)
+        )
+        return conn.execute(query).first() is not None
 
     # -- reading ---------------------------------------------------------------------------------------
 

@@ -53,6 +53,6 @@ steps = Table(
     Column("retry_attempts", Integer, nullable=False),
     Column("retry_backoff_s", Float, nullable=False),
     Column("credentials", Text, nullable=False),
-    Index("ix_steps_workflow", "workflow_id", "idx"),
+    Index("ix_steps_workflow_state", "workflow_id", "state"),
     Index("ix_steps_state", "state"),
 )
