@@ -251,8 +251,11 @@ class SqlStore:
 
     def due_retries(self, now: float) -> list[StepMessage]:
         """Steps whose retry backoff has passed, now marked `queued`: publish them."""
+        query = select(steps).where(steps.c.state == StepState.PENDING, steps.c.not_before <= now)
+        with self.engine.connect() as conn:  # the watchdog asks often: look before taking the write lock
+            if conn.execute(query.with_only_columns(steps.c.id).limit(1)).first() is None:
+                return []
         with self._write, self.engine.begin() as conn:
-            query = select(steps).where(steps.c.state == StepState.PENDING, steps.c.not_before <= now)
             rows = [dict(r) for r in conn.execute(query).mappings()]
             for row in rows:
                 row["state"], row["not_before"] = StepState.QUEUED, None
