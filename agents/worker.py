@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -72,6 +73,11 @@ def run(settings: AgentSettings) -> None:
     def on_shutdown(**_: Any) -> None:
         heartbeat.stop()
 
+    if settings.loglevel.upper() != "DEBUG":
+        # Celery logs two lines per task ("received", "succeeded in"); every step's story is already in
+        # the store, `converge workflows show` and Flower. Failures and Converge's own lines still log.
+        for name in ("celery.worker.strategy", "celery.app.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)
     app.worker_main(

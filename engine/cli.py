@@ -45,6 +45,12 @@ def url_option(func: F) -> F:
     )
 
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+timeout_option = click.option(
+    "--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after S seconds."
+)
+
+
 def client_for(url: str | None) -> EngineClient:
     settings = Settings()
     return EngineClient(url or settings.url, settings.token)
@@ -83,10 +89,8 @@ def engine_run(broker_url: str | None, store_url: str | None, api_bind: str | No
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--wait", is_flag=True, help="Wait until the workflow finishes; exit 0 only if it succeeded.")
-@click.option(
-    "--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after S seconds."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@timeout_option
+@json_option
 @url_option
 @handle_errors
 def apply(file: str, wait: bool, timeout_s: float | None, as_json: bool, url: str | None) -> None:
@@ -120,7 +124,7 @@ def finish(view: WorkflowView, as_json: bool, *, waited: bool, timeout_s: float 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @url_option
 @handle_errors
 def plan(file: str, as_json: bool, url: str | None) -> None:
@@ -150,7 +154,7 @@ def workflows() -> None:
 
 @workflows.command("list")
 @click.option("--state", type=click.Choice(WORKFLOW_STATES), default=None, help="Only workflows in STATE.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @url_option
 @handle_errors
 def workflows_list(state: str | None, as_json: bool, url: str | None) -> None:
@@ -164,7 +168,7 @@ def workflows_list(state: str | None, as_json: bool, url: str | None) -> None:
 
 @workflows.command("show")
 @click.argument("workflow_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @url_option
 @handle_errors
 def workflows_show(workflow_id: str, as_json: bool, url: str | None) -> None:
@@ -179,10 +183,8 @@ def workflows_show(workflow_id: str, as_json: bool, url: str | None) -> None:
 @workflows.command("cancel")
 @click.argument("workflow_id")
 @click.option("--wait", is_flag=True, help="Wait until every running step is confirmed stopped.")
-@click.option(
-    "--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after S seconds."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@timeout_option
+@json_option
 @url_option
 @handle_errors
 def workflows_cancel(
@@ -205,10 +207,8 @@ def workflows_cancel(
 @workflows.command("retry")
 @click.argument("workflow_id")
 @click.option("--wait", is_flag=True, help="Wait until the workflow finishes; exit 0 only if it succeeded.")
-@click.option(
-    "--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after S seconds."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@timeout_option
+@json_option
 @url_option
 @handle_errors
 def workflows_retry(
@@ -232,7 +232,7 @@ def workflows_prune(older_than_days: float | None, url: str | None) -> None:
 
 
 @workflows.command("history")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @url_option
 @handle_errors
 def workflows_history(as_json: bool, url: str | None) -> None:
@@ -250,7 +250,7 @@ def agents() -> None:
 
 
 @agents.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @url_option
 @handle_errors
 def agents_list(as_json: bool, url: str | None) -> None:

@@ -52,8 +52,9 @@ def plan(desired: DesiredState, workflow_id: str) -> WorkflowPlan:
     """Turn a validated desired state into a workflow. The file was validated: every reference resolves."""
     ids = {res.ref: f"{workflow_id}.{index}" for index, res in enumerate(desired.resources)}
     default = desired.retry or RetryPolicy()
+    # model_construct: the desired state was validated; re-validating every step would double the cost.
     steps = [
-        StepPlan(
+        StepPlan.model_construct(
             id=ids[res.ref],
             index=index,
             resource=res.ref,
@@ -62,6 +63,7 @@ def plan(desired: DesiredState, workflow_id: str) -> WorkflowPlan:
             role=res.role or "",
             scope=res.scope,
             spec=res.spec,
+            dependents=[],
             depends_on=[ids[ref] for ref in res.depends_on],
             timeout_s=res.timeout_s,
             retry_attempts=(res.retry or default).attempts,

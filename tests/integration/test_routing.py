@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from tests.integration.conftest import Cluster, wait_for
+from tests.integration.conftest import Cluster, desired_state, wait_for
 
 
 def _file_resources(role: str, root: Path, count: int) -> str:
@@ -29,9 +29,9 @@ def test_role_a_steps_never_run_on_role_b_agent(cluster: Cluster, tmp_path: Path
     cluster.start_agent("beta", agent_id="beta-1")
     desired = cluster.write(
         "routing.yaml",
-        "apiVersion: converge/v1\nkind: DesiredState\nmetadata: {name: routing}\nresources:"
-        + _file_resources("alpha", tmp_path, 4)
-        + _file_resources("beta", tmp_path, 4),
+        desired_state(
+            "routing", _file_resources("alpha", tmp_path, 4) + _file_resources("beta", tmp_path, 4)
+        ),
     )
     submitted = json.loads(cluster.cli("apply", str(desired), "--json").stdout)["workflow"]
 
@@ -67,10 +67,7 @@ def test_a_scoped_step_runs_only_on_the_agent_it_names(cluster: Cluster, tmp_pat
 """
         for i in range(6)
     )
-    desired = cluster.write(
-        "scoped.yaml",
-        "apiVersion: converge/v1\nkind: DesiredState\nmetadata: {name: scoped}\nresources:" + resources,
-    )
+    desired = cluster.write("scoped.yaml", desired_state("scoped", resources))
 
     result = cluster.apply(desired)
 
@@ -91,10 +88,7 @@ def test_an_agent_with_throttle_3_never_runs_more_than_3_steps_at_once(
 """
         for i in range(10)
     )
-    desired = cluster.write(
-        "slow.yaml",
-        "apiVersion: converge/v1\nkind: DesiredState\nmetadata: {name: slow}\nresources:" + resources,
-    )
+    desired = cluster.write("slow.yaml", desired_state("slow", resources))
 
     result = cluster.apply(desired)
 
