@@ -49,6 +49,8 @@ def build_app(settings: AgentSettings) -> Celery:
         runner.run(StepMessage.model_validate(fields))
 
     app.conf.task_queues = [queue(q) for q in queues_for(settings)]
+    if settings.broker_url.startswith("redis://"):
+        app.conf.broker_transport = "agents.transport:Transport"
     return app
 
 
