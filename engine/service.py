@@ -32,7 +32,7 @@ def connect_redis(url: str) -> redis.Redis:
 
 
 def build(settings: Settings) -> Engine:
-    store = open_store(settings.store_url, settings.step_timeout_s)
+    store = open_store(settings.store_url)
     client = connect_redis(settings.broker_url)
     app = make_app(settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s)
     dispatcher = Dispatcher(app, client, attempt_ttl_s=settings.visibility_timeout_s)

@@ -54,7 +54,7 @@ def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def open_store(url: str, default_timeout_s: float = 3600.0) -> SqlStore:
+def open_store(url: str) -> SqlStore:
     """Open (and create if needed) the store at a SQLAlchemy URL. Raises Unreachable with the URL."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def open_store(url: str, default_timeout_s: float = 3600.0) -> SqlStore:
         metadata.create_all(engine)
     except SQLAlchemyError as exc:
         raise Unreachable(f"cannot open the store at {url}: {exc.__class__.__name__}: {exc}") from exc
-    return SqlStore(engine, default_timeout_s)
+    return SqlStore(engine)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -81,9 +81,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class SqlStore:
     """Workflows and steps in two tables; every change to a workflow happens in one transaction."""
 
-    def __init__(self, engine: Engine, default_timeout_s: float = 3600.0) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.default_timeout_s = default_timeout_s
         # The engine is the one writer, from several threads (API, ingester, watchdog): its writes are
         # read-modify-write transactions, serialised here so that none is lost on any backend.
         self._write = threading.Lock()
