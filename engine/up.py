@@ -90,7 +90,7 @@ def up(file: str | None, home: Path, *, once: bool, timeout_s: float) -> int:
         view, _ = client.submit(path.read_text(encoding="utf-8"), str(path))
         view = render.follow(lambda: client.workflow(view.id), timeout_s, live=True)
         render.workflow_detail(view)
-        _how_to_look(view.id, env)
+        _how_to_look(view.id, env, once=once)
         code = 0 if view.state == WorkflowState.SUCCEEDED else 1
         if once:
             return code
@@ -127,10 +127,11 @@ def _wait_ready(client: EngineClient, agent_ids: set[str], children: Children, h
     raise Unreachable(f"the engine and agents did not come up within 90s; see the logs under {home / 'logs'}")
 
 
-def _how_to_look(workflow_id: str, env: dict[str, str]) -> None:
+def _how_to_look(workflow_id: str, env: dict[str, str], *, once: bool) -> None:
     url, broker = env["CONVERGE_URL"], env["CONVERGE_BROKER_URL"]
+    when = "these addresses live while `converge up` runs; without --once it keeps running" if once else ""
     render.console.print(
-        "\nLook at it (while `converge up` runs):\n"
+        f"\nHow to look at it{f' ({when})' if when else ''}:\n"
         f"  CONVERGE_URL={url} converge workflows show {workflow_id}\n"
         f"  CONVERGE_URL={url} converge agents list\n"
         f"  CONVERGE_BROKER_URL={broker} celery -A common.flower_app flower\n",
