@@ -36,6 +36,7 @@ class _Current:
     last_progress: float
     started: float
     on_abandon: Callable[[str], None]
+    claim_renewed: float = 0.0
     groups: list[int] = field(default_factory=list)
     reason: str | None = None
     finished: threading.Event = field(default_factory=threading.Event)
@@ -44,8 +45,9 @@ class _Current:
 class StepControl:
     """One per pool process: runs at most one step at a time (prefork), watched by one thread."""
 
-    def __init__(self, client: Callable[[], redis.Redis]) -> None:
+    def __init__(self, client: Callable[[], redis.Redis], claim_ttl_s: float) -> None:
         self._client = client
+        self._claim_ttl_s = claim_ttl_s
         self._current: _Current | None = None
         self._lock = threading.Lock()
         self._pid = 0
@@ -54,7 +56,7 @@ class StepControl:
         """Watch `message` from now on; `on_abandon(reason)` reports it if its process must be ended."""
         now = time.monotonic()
         with self._lock:
-            self._current = _Current(message, timeout_s, now, now, on_abandon)
+            self._current = _Current(message, timeout_s, now, now, on_abandon, claim_renewed=now)
         if self._pid != os.getpid():  # the thread does not survive the fork into a pool process
             self._pid = os.getpid()
             threading.Thread(target=self._watch, name="converge-step-watch", daemon=True).start()
@@ -94,6 +96,8 @@ class StepControl:
                 self._stop(current, "timed_out")
             elif now - current.started >= POLL_S and self._cancel_requested(current.message):
                 self._stop(current, "cancelled")
+            elif now - current.claim_renewed > self._claim_ttl_s / 4:
+                self._renew_claim(current, now)
 
     def _cancel_requested(self, message: StepMessage) -> bool:
         try:
@@ -101,6 +105,17 @@ class StepControl:
         except redis.RedisError as exc:
             log.warning("cannot look for cancellation of %s: %s", message.step_id, exc)
             return False
+
+    def _renew_claim(self, current: _Current, now: float) -> None:
+        """A step may run longer than the broker's visibility timeout: while it runs, its claim stays, so
+        the copy kombu delivers again after that timeout is dropped rather than run a second time."""
+        message = current.message
+        try:
+            key = names.claim_key(message.step_id, message.attempt)
+            self._client().pexpire(key, int(self._claim_ttl_s * 1000))
+            current.claim_renewed = now
+        except redis.RedisError as exc:
+            log.warning("cannot renew the claim of %s: %s", message.step_id, exc)
 
     def _stop(self, current: _Current, reason: str) -> None:
         log.warning("stopping step %s: %s", current.message.step_id, reason)
