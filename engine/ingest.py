@@ -94,12 +94,27 @@ class Ingester:
         while not self._stop.is_set():
             try:
                 self.run_once()
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    # Redis lost the stream (a restart without persistence): make the group again.
+                    log.warning("the status stream's consumer group is gone; creating it again")
+                    self._recreate_group()
+                else:
+                    log.warning("status stream error (%s); retrying", exc)
+                    self._stop.wait(1.0)
             except redis.RedisError as exc:
                 log.warning("status stream unavailable (%s); retrying", exc)
                 self._stop.wait(1.0)
             except Exception:
                 log.exception("status ingestion failed; retrying")
                 self._stop.wait(1.0)
+
+    def _recreate_group(self) -> None:
+        try:
+            self.ensure_group()
+        except redis.RedisError as exc:
+            log.warning("cannot create the consumer group yet (%s); retrying", exc)
+            self._stop.wait(1.0)
 
     def stop(self) -> None:
         self._stop.set()
