@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import click
-from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
 
-from agents import worker
-from agents.config import AgentSettings
+from agents import config, worker
 from common import names
 from common.errors import ConvergeError
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -20,10 +25,16 @@ def main() -> None:
 
 
 @main.command("run")
-@click.option("--role", "roles", multiple=True, required=True, help="A role this agent serves (repeatable).")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="A role this agent serves (repeatable; default: `roles` of the file).",
+)
 @click.option("--id", "agent_id", default=None, help="This agent's id (default: the host name).")
 @click.option("--throttle", type=int, default=None, help="Most steps run at once (default 20).")
-@click.option("--broker-url", default=None, envvar="CONVERGE_BROKER_URL", help="Redis URL.")
+# No click envvar: the settings read CONVERGE_BROKER_URL themselves, so `config show` can say "env".
+@click.option("--broker-url", default=None, help="Redis URL (default: $CONVERGE_BROKER_URL).")
 @click.option("--loglevel", default=None, help="Log level (INFO, DEBUG...).")
 @click.option(
     "--task-events/--no-task-events", default=None, help="Send Celery task events for Flower (default: on)."
@@ -37,12 +48,11 @@ def run_cmd(
     task_events: bool | None,
 ) -> None:
     """Run the agent: consume the queues of ROLE and of this agent until stopped."""
-    overrides = {"roles": list(roles), "id": agent_id, "throttle": throttle, "broker_url": broker_url}
-    overrides |= {"loglevel": loglevel, "task_events": task_events}
-    try:
-        settings = AgentSettings.model_validate({k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        _fail(2, "invalid agent setting: " + "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
+    options = {"roles": list(roles) or None, "id": agent_id, "throttle": throttle, "broker_url": broker_url}
+    options |= {"loglevel": loglevel, "task_events": task_events}
+    settings = _load(options).settings
+    if not settings.roles:
+        _fail(2, "no role: pass --role ROLE, or set one with `converge-agent config set roles=ROLE`")
     for name in [*settings.roles, settings.id]:
         if not names.valid_name(name):
             _fail(2, f"invalid role or id {name!r}: use letters, digits, '.', '_' and '-' (they name queues)")
@@ -52,6 +62,73 @@ def run_cmd(
         _fail(exc.exit_code, str(exc))
 
 
-def _fail(code: int, message: str) -> None:
+@main.group("config")
+def config_group() -> None:
+    """Show and change the agent configuration file (see CONVERGE_AGENT_CONFIG)."""
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def config_show(as_json: bool) -> None:
+    """Every setting with its value and where it came from (default, file, policy, env, option)."""
+    resolved = _load()
+    values = resolved.settings.model_dump(mode="json")
+    if as_json:
+        settings = {key: {"value": values[key], "source": resolved.sources[key]} for key in config.KEYS}
+        click.echo(json.dumps({"settings": settings, "file": str(resolved.file)}, indent=2))
+        return
+    table = Table(title=f"agent configuration ({resolved.file})")
+    for column in ("key", "value", "source"):
+        table.add_column(column)
+    for key in config.KEYS:
+        table.add_row(key, _show(values[key]), resolved.sources[key])
+    Console().print(table)
+
+
+@config_group.command("set")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+def config_set(pairs: tuple[str, ...]) -> None:
+    """Write settings to the agent configuration file (all are validated before anything is written)."""
+    changes = _guard(lambda: config.set_values(pairs))
+    overridden = config.env_values()
+    for change in changes:
+        old = "unset" if change.old is None else _show(change.old)
+        click.echo(f"{change.key}: {old} -> {_show(change.new)}")
+        if change.key in overridden:
+            env = config.env_name(change.key)
+            click.echo(f"  note: {env}={overridden[change.key]} overrides it while set in the environment")
+    click.echo(f"wrote {config.config_path()}")
+
+
+@config_group.command("reset")
+@click.argument("keys", nargs=-1, metavar="[KEY]...")
+def config_reset(keys: tuple[str, ...]) -> None:
+    """Remove KEYs from the agent configuration file (every key when none is given)."""
+    removed = _guard(lambda: config.reset_keys(keys))
+    if not removed:
+        click.echo(f"nothing to reset in {config.config_path()}")
+    for key in removed:
+        click.echo(f"{key}: reset to its default")
+
+
+def _load(options: dict[str, Any] | None = None) -> config.Resolved:
+    resolved = _guard(lambda: config.load(options))
+    for key in resolved.ignored:
+        click.echo(f"converge-agent: warning: {resolved.file}: {key!r} is not a setting, ignored", err=True)
+    return resolved
+
+
+def _guard(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except ConvergeError as exc:
+        _fail(exc.exit_code, str(exc))
+
+
+def _show(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _fail(code: int, message: str) -> NoReturn:
     click.echo(f"converge-agent: {message}", err=True)
     sys.exit(code)

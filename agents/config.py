@@ -1,17 +1,61 @@
-"""The agent's settings, with the seed's defaults; overridden by CONVERGE_AGENT_* and by options."""
+"""The agent's settings: the seed's defaults, the agent configuration file, the environment and options.
+
+Precedence, lowest to highest, is `SOURCES`. The merge itself is pydantic-settings' own
+(`settings_customise_sources`); this module only says where the file is, edits it, and tells the operator
+which source each value came from.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
 import socket
+import tempfile
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import tomli_w
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from common.errors import BadInput
+
+Source = Literal["default", "file", "policy", "env", "option"]
+# Lowest to highest. `policy` (settings set centrally on the engine for every agent of a role, the seed's
+# group policy) is not built yet: its place between the file and the environment is reserved here.
+SOURCES: tuple[Source, ...] = ("default", "file", "policy", "env", "option")
+
+CONFIG_ENV = "CONVERGE_AGENT_CONFIG"
+ENV_PREFIX = "CONVERGE_AGENT_"
+SYSTEM_CONFIG = Path("/etc/converge/agent.toml")
+USER_CONFIG = Path("~/.config/converge/agent.toml")
+
+
+def config_path() -> Path:
+    """The agent configuration file: $CONVERGE_AGENT_CONFIG, else the system file if any, else the user's."""
+    if env := os.environ.get(CONFIG_ENV):
+        return Path(env).expanduser()
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else USER_CONFIG.expanduser()
+
+
+class ConfigError(BadInput):
+    """A bad setting, key or configuration file; nothing was written."""
 
 
 class AgentSettings(BaseSettings):
     """Runtime options of one agent process."""
 
-    model_config = SettingsConfigDict(env_prefix="CONVERGE_AGENT_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
 
     id: str = Field(default_factory=socket.gethostname)
     roles: list[str] = Field(default_factory=list)
@@ -29,3 +73,166 @@ class AgentSettings(BaseSettings):
     # Celery task events, so that Flower sees every step. They cost a few publishes per step; an agent
     # that nobody watches with Flower can turn them off (Flower turns them back on when it runs).
     task_events: bool = True
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest first, the reverse of SOURCES: options (init kwargs), env, the file; defaults last.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+
+
+KEYS: tuple[str, ...] = tuple(AgentSettings.model_fields)
+
+
+def env_name(key: str) -> str:
+    """The environment variable that sets `key`."""
+    alias = AgentSettings.model_fields[key].validation_alias
+    return alias if isinstance(alias, str) else ENV_PREFIX + key.upper()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The effective settings, where each came from, and the file that was read."""
+
+    settings: AgentSettings
+    sources: dict[str, Source]
+    file: Path
+    ignored: list[str]  # keys in the file that are not settings
+
+
+def load(options: dict[str, Any] | None = None) -> Resolved:
+    """The agent's settings from every source; `options` (None values dropped) are the highest."""
+    path = config_path()
+    raw = read_file(path)
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    layers: dict[Source, Iterable[str]] = {"file": raw, "env": env_values(), "option": given}
+    sources: dict[str, Source] = dict.fromkeys(KEYS, "default")
+    for source in SOURCES:
+        sources |= {key: source for key in layers.get(source, ()) if key in sources}
+    try:
+        settings = AgentSettings(**given)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, sources, path)) from exc
+    return Resolved(settings, sources, path, [key for key in raw if key not in sources])
+
+
+def env_values() -> dict[str, Any]:
+    """The settings the environment sets, by key."""
+    by_alias = {env_name(key).lower(): key for key in KEYS} | {key.lower(): key for key in KEYS}
+    return {by_alias[name.lower()]: value for name, value in EnvSettingsSource(AgentSettings)().items()}
+
+
+def _explain(exc: ValidationError, sources: dict[str, Source], path: Path) -> str:
+    where = {"file": f"in {path}", "env": "from the environment", "option": "from the command line"}
+    by_alias = {env_name(key): key for key in KEYS}
+    reasons = []
+    for error in exc.errors():
+        key = by_alias.get(str(error["loc"][0]), str(error["loc"][0]))
+        source = sources.get(key, "default")
+        origin = env_name(key) if source == "env" else where.get(source, source)
+        reasons.append(f"{key}: {error['msg']} ({origin})")
+    return "invalid agent setting: " + "; ".join(reasons)
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The file's table, or {} when there is no file. ConfigError if it cannot be read or parsed."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}; fix or remove the file") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}; set {CONFIG_ENV} to another file") from exc
+
+
+def write_file(path: Path, data: dict[str, Any]) -> None:
+    """Replace the file atomically: a temporary file in the same directory, then os.replace."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(tomli_w.dumps(data).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            # Keep the mode the operator chose; new files stay 0600 (mkstemp's): they may hold the broker URL.
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _unwritable(path, exc) from exc
+
+
+def _unwritable(path: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"cannot write {path}: {exc.strerror}; set {CONFIG_ENV} to a file you can write")
+
+
+def check_key(key: str) -> str:
+    if key in KEYS:
+        return key
+    near = difflib.get_close_matches(key, KEYS, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise ConfigError(f"unknown setting {key!r}{hint} (known: {', '.join(KEYS)})")
+
+
+@cache
+def _adapter(key: str) -> TypeAdapter[Any]:
+    field = AgentSettings.model_fields[key]
+    annotation: Any = field.annotation
+    if field.metadata:  # the constraints (ge, gt...) of the field, as pydantic keeps them
+        annotation = Annotated.__class_getitem__((annotation, *field.metadata))  # type: ignore[attr-defined]
+    return TypeAdapter(annotation)
+
+
+def parse_pair(pair: str) -> tuple[str, Any]:
+    """`KEY=VALUE` as a known key and a typed, validated value (int, float, bool, str or list)."""
+    key, sep, text = pair.partition("=")
+    if not sep:
+        raise ConfigError(f"{pair!r}: expected KEY=VALUE")
+    key = check_key(key.strip())
+    value: Any = text.strip()
+    if get_origin(AgentSettings.model_fields[key].annotation) is list:
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    try:
+        return key, _adapter(key).validate_python(value)
+    except ValidationError as exc:
+        raise ConfigError(f"{key}={text}: {exc.errors()[0]['msg']}") from exc
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    old: Any  # None when the file did not hold the key
+    new: Any
+
+
+def set_values(pairs: Iterable[str]) -> list[Change]:
+    """Validate every pair, then write them all to the file; nothing is written if one is bad."""
+    values = dict(parse_pair(pair) for pair in pairs)
+    path = config_path()
+    data = read_file(path)
+    changes = [Change(key, data.get(key), value) for key, value in values.items()]
+    write_file(path, data | values)
+    return changes
+
+
+def reset_keys(keys: Iterable[str]) -> list[str]:
+    """Remove `keys` from the file (every key when none are given); the keys that were there."""
+    wanted = [check_key(key) for key in keys]
+    path = config_path()
+    data = read_file(path)
+    removed = [key for key in (wanted or list(data)) if key in data]
+    if removed:
+        write_file(path, {k: v for k, v in data.items() if k not in removed})
+    return removed

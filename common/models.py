@@ -149,3 +149,6 @@ class AgentView(BaseModel):
     host: str
     pid: int
     version: str
+    # The agent's effective settings, as it announced them (None from an engine older than these fields).
+    throttle: int | None = None
+    step_timeout_s: float | None = None

@@ -28,6 +28,8 @@ def list_agents(client: redis.Redis, running: dict[str, int]) -> list[AgentView]
             host=info.host,
             pid=info.pid,
             version=info.version,
+            throttle=info.throttle,
+            step_timeout_s=info.step_timeout_s,
         )
         for info, is_alive in zip(infos, alive, strict=True)
     ]

@@ -79,6 +79,8 @@ class Cluster:
             CONVERGE_API_BIND=f"127.0.0.1:{port}",
             CONVERGE_URL=f"http://127.0.0.1:{port}",
             CONVERGE_PLAN_TIMEOUT_S="20",
+            # never a developer's own ~/.config/converge/agent.toml
+            CONVERGE_AGENT_CONFIG=str(workdir / "agent.toml"),
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.redis = redis.Redis.from_url(broker_url)
