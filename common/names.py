@@ -13,6 +13,8 @@ ENGINE_QUEUE = "converge.engine"
 STATUS_STREAM = "converge:status"
 STATUS_GROUP = "engine"
 AGENTS_HASH = "converge:agents"
+# Set by the engine; gone means Redis lost its data (a restart without persistence), queued steps too.
+BROKER_MARK = "converge:broker-mark"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 

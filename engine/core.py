@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import redis
 
+from common import names
 from common.errors import NotFound
 from common.models import CheckResult, WorkflowView
 from common.settings import Settings
@@ -70,6 +71,15 @@ class Engine:
     def prune(self, older_than_days: float | None = None) -> int:
         days = self.settings.history_retention_days if older_than_days is None else older_than_days
         return self.store.prune(time.time() - days * 86400)
+
+    def republish_queued(self) -> int:
+        """Publish every step the store says is queued: after an engine crash, or when Redis lost them.
+
+        Marks the broker first; a delivery that still exists is then delivered twice, and the agents'
+        claim drops the second copy.
+        """
+        self.client.set(names.BROKER_MARK, 1)
+        return self.dispatcher.publish(self.store.queued())
 
     def act(self, result: RecordResult) -> None:
         """Do what recording status asked for: publish released steps, stop aborted ones."""

@@ -45,7 +45,7 @@ def run(settings: Settings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     engine = build(settings)
-    requeued = engine.dispatcher.publish(engine.store.queued())
+    requeued = engine.republish_queued()
     if requeued:
         log.info("published %d steps left queued by a previous run", requeued)
     ingester = Ingester(engine.client, engine.store, engine.act)

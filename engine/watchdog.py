@@ -1,8 +1,8 @@
 """The watchdog: the engine's level-triggered repairs, decided from the store, not from hoping.
 
-Every interval it publishes retries whose backoff has passed, times out steps that stopped reporting (so
-this holds even when the agent running them died), ends the cancellation of steps whose agent is gone,
-and prunes old history.
+Every interval it publishes the queued steps again if Redis lost them, publishes retries whose backoff
+has passed, times out steps that stopped reporting (so this holds even when the agent running them
+died), ends the cancellation of steps whose agent is gone, and prunes old history.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ class Watchdog:
 
     def run_once(self, now: float) -> None:
         engine = self.engine
+        if not engine.client.exists(names.BROKER_MARK):
+            republished = engine.republish_queued()
+            log.warning("Redis lost its data (restarted?): published %d queued steps again", republished)
         due = engine.store.due_retries(now)
         if due:
             engine.dispatcher.publish(due)
