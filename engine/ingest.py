@@ -90,7 +90,7 @@ class Ingester:
         return len(entries)
 
     def run(self) -> None:
-        self.ensure_group()
+        self._recreate_group()  # guarded: with Redis down, the loop's NOGROUP handling tries again
         while not self._stop.is_set():
             try:
                 self.run_once()

@@ -49,7 +49,6 @@ def run(settings: Settings) -> None:
     if requeued:
         log.info("published %d steps left queued by a previous run", requeued)
     ingester = Ingester(engine.client, engine.store, engine.act)
-    ingester.ensure_group()
     watchdog = Watchdog(engine)
     threads = [
         threading.Thread(target=ingester.run, name="converge-ingest", daemon=True),

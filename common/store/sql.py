@@ -6,6 +6,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,13 @@ _EVENT_COLUMNS = [
     steps.c[name] for name in ["id", "workflow_id", "dependents", "retry_attempts", "retry_backoff_s"]
 ]
 _EVENT_COLUMNS += [steps.c[name] for name in _SAVED]
+# Built once: they run on every batch of status events.
+_SAVE = update(steps).where(steps.c.id == bindparam("b_id")).values({c: bindparam(f"b_{c}") for c in _SAVED})
+_RELEASE = (
+    update(steps)
+    .where(steps.c.id == bindparam("b_id"))
+    .values(waiting=bindparam("b_waiting"), state=bindparam("b_state"))
+)
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -294,23 +302,14 @@ class SqlStore:
         return found
 
     def _save(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        cols = _SAVED
-        stmt = (
-            update(steps)
-            .where(steps.c.id == bindparam("b_id"))
-            .values({c: bindparam(f"b_{c}") for c in cols})
-        )
-        conn.execute(stmt, [{f"b_{k}": r[k] for k in ["id", *cols]} for r in rows])
+        if rows:
+            conn.execute(_SAVE, [{f"b_{k}": r[k] for k in ["id", *_SAVED]} for r in rows])
 
     def _release(self, conn: Connection, dependents: list[str]) -> list[StepMessage]:
         """Count down the dependents of succeeded steps; those with nothing left to wait on are queued."""
         if not dependents:
             return []
-        counts: dict[str, int] = {}
-        for dep in dependents:
-            counts[dep] = counts.get(dep, 0) + 1
+        counts = Counter(dependents)
         rows = self._load(conn, counts)
         ready: list[dict[str, Any]] = []
         for step_id, row in rows.items():
@@ -318,13 +317,8 @@ class SqlStore:
             if row["waiting"] == 0 and row["state"] == StepState.PENDING:
                 row["state"] = StepState.QUEUED
                 ready.append(row)
-        stmt = (
-            update(steps)
-            .where(steps.c.id == bindparam("b_id"))
-            .values(waiting=bindparam("b_waiting"), state=bindparam("b_state"))
-        )
         params = [{"b_id": r["id"], "b_waiting": r["waiting"], "b_state": r["state"]} for r in rows.values()]
-        conn.execute(stmt, params)
+        conn.execute(_RELEASE, params)
         return [self._message(r) for r in ready]
 
     def _settle(self, conn: Connection, current: dict[str, WorkflowState]) -> list[str]:
