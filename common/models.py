@@ -65,6 +65,13 @@ class StepMessage(BaseModel):
     reply_to: str | None = None
 
 
+# Sequence numbers of the reports an agent's own run did not write: the main process's report of an attempt
+# whose pool process died, and the engine's verdicts (a timeout, a lost agent). They come after anything the
+# step itself could still send for that attempt, so a late report of it is recorded as a duplicate.
+AGENT_SEQ = 2**31 - 2
+ENGINE_SEQ = 2**31 - 1
+
+
 class StatusEvent(BaseModel):
     """One report of an agent on one step attempt; `seq` orders the reports of that attempt."""
 
@@ -82,6 +89,9 @@ class StatusEvent(BaseModel):
     error: str | None = None
     # For `failed`: False when a retry cannot help (bad spec, permission denied).
     retryable: bool | None = None
+    # For `failed`: the attempt was lost with its worker (a killed pool process, an agent that died or was
+    # cut off), it did not fail by itself: the next attempt, if the retry policy allows one, is due at once.
+    lost: bool | None = None
 
 
 class Change(BaseModel):
@@ -135,6 +145,8 @@ class AgentInfo(BaseModel):
     version: str
     throttle: int
     step_timeout_s: float = 3600.0
+    # The engine waits this long without a heartbeat before it holds the agent lost (None: the default).
+    heartbeat_ttl_s: float | None = None
     started_at: datetime
     last_seen: datetime
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from collections import Counter
@@ -15,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from common import lifecycle
 from common.errors import NotFound, Refused, Unreachable
+from common.lifecycle import Verdict
 from common.models import (
-    ACTIVE_STEP,
-    FINISHED_STEP,
     FINISHED_WORKFLOW,
     StatusEvent,
     StepMessage,
@@ -34,13 +33,6 @@ if TYPE_CHECKING:
     from workflows.plan import WorkflowPlan
 
 _RETRYABLE_WORKFLOW = {WorkflowState.FAILED, WorkflowState.ABORTED, WorkflowState.CANCELLED}
-MAX_BACKOFF_S = 300.0
-
-
-def backoff_s(base_s: float, attempt: int) -> float:
-    """Exponential backoff with full jitter around it: base * 2^(attempt-1), times 0.5 to 1.5."""
-    return float(min(MAX_BACKOFF_S, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
-
 
 # What an event can change on a step, and what recording events reads (not the spec, which can be big).
 _SAVED = ["state", "changed", "agent", "progress", "message", "error", "started_at", "finished_at"]
@@ -155,17 +147,23 @@ class SqlStore:
             states = self._workflow_states(conn, {r["workflow_id"] for r in rows.values()})
             released: list[str] = []
             moved: set[str] = set()  # workflows in which a step reached a final state
+            now = time.time()
             for ev in events:
                 row = rows.get(ev.step_id)
-                if row is None or ev.attempt != row["attempt"]:
+                attempt = None if row is None else row["attempt"]
+                verdict = Verdict.STALE if row is None else lifecycle.take(row, ev, now)
+                if verdict is Verdict.STALE:
                     result.stale += 1
                     continue
-                if ev.seq <= row["last_seq"]:
+                if verdict is Verdict.DUPLICATE:
                     result.duplicate += 1
                     continue
+                assert row is not None and attempt is not None
                 row["_dirty"] = True
                 result.applied += 1
-                if not _apply_event(row, ev):
+                if verdict is Verdict.LATE_SUCCESS:  # the queued attempt is not needed any more
+                    result.to_stop.append((row["id"], attempt))
+                elif verdict is not Verdict.FINISHED:
                     continue
                 wf_id = row["workflow_id"]
                 moved.add(wf_id)
@@ -173,7 +171,7 @@ class SqlStore:
                     continue
                 if row["state"] == StepState.SUCCEEDED:
                     released.extend(json.loads(row["dependents"]))
-                elif row["state"] == StepState.FAILED and _retry(row, ev):
+                elif row["state"] == StepState.FAILED and lifecycle.retry(row, ev, now):
                     result.retrying += 1
                 elif row["state"] == StepState.TIMED_OUT:
                     result.to_stop += self._stop(conn, wf_id, WorkflowState.ABORTED).to_stop
@@ -244,7 +242,7 @@ class SqlStore:
             again = [r for r in rows.values() if r["id"] not in done]
             for row in again:
                 row["waiting"] = sum(1 for dep in json.loads(row["depends_on"]) if dep not in done)
-                _reset(
+                lifecycle.reset(
                     row, row["attempt"] + 1, StepState.QUEUED if row["waiting"] == 0 else StepState.PENDING
                 )
                 row["not_before"] = None
@@ -342,7 +340,7 @@ class SqlStore:
             for step_state, backing_off, n in conn.execute(query):
                 counts[StepState(step_state)] = counts.get(StepState(step_state), 0) + n
                 retrying += n if backing_off else 0
-            final = _workflow_state(counts, retrying, cancelling=state == WorkflowState.CANCELLING)
+            final = lifecycle.workflow_state(counts, retrying, cancelling=state == WorkflowState.CANCELLING)
             if final is None:
                 continue
             conn.execute(
@@ -430,79 +428,6 @@ class SqlStore:
             credentials=json.loads(row["credentials"]),
             timeout_s=row["timeout_s"],
         )
-
-
-def _apply_event(row: dict[str, Any], ev: StatusEvent) -> bool:
-    """Move one step row by one event. Returns True when the step reached a final state."""
-    at = ev.at.timestamp()
-    row["last_seq"] = ev.seq
-    row["last_report_at"] = time.time()
-    if StepState(row["state"]) in FINISHED_STEP:
-        return False
-    if row["state"] in (StepState.PENDING, StepState.QUEUED):
-        row["state"] = StepState.STARTED
-        row["started_at"] = at
-    row["agent"] = ev.agent
-    if ev.message is not None:
-        row["message"] = ev.message
-    if ev.state in (StepState.STARTED, "progress"):
-        if ev.progress is not None:
-            row["progress"] = ev.progress
-        return False
-    row["state"] = ev.state
-    row["finished_at"] = at
-    row["changed"] = ev.changed
-    row["error"] = ev.error
-    if ev.state == StepState.SUCCEEDED:
-        row["progress"] = 100.0
-    return True
-
-
-def _workflow_state(counts: dict[StepState, int], retrying: int, *, cancelling: bool) -> WorkflowState | None:
-    """A final state once nothing can move any more; None while the workflow is still running."""
-    if any(counts.get(s) for s in ACTIVE_STEP):
-        return None
-    if cancelling:
-        return WorkflowState.CANCELLED
-    if retrying:
-        return None
-    if counts.get(StepState.TIMED_OUT):
-        return WorkflowState.ABORTED
-    if counts.get(StepState.CANCELLED):
-        return WorkflowState.CANCELLED
-    if counts.get(StepState.FAILED):
-        return WorkflowState.FAILED
-    if counts.get(StepState.PENDING):
-        return None
-    return WorkflowState.SUCCEEDED
-
-
-def _retry(row: dict[str, Any], ev: StatusEvent) -> bool:
-    """Schedule the next attempt of a failed step if its policy allows; True if it will run again."""
-    if ev.retryable is False or row["attempt"] >= row["retry_attempts"]:
-        return False
-    delay = backoff_s(row["retry_backoff_s"], row["attempt"])
-    error = row["error"]
-    _reset(row, row["attempt"] + 1, StepState.PENDING)
-    row["not_before"] = time.time() + delay
-    row["message"] = f"attempt {row['attempt'] - 1} failed ({error}); retrying in {delay:.1f}s"
-    return True
-
-
-def _reset(row: dict[str, Any], attempt: int, state: StepState) -> None:
-    row.update(
-        attempt=attempt,
-        state=state,
-        last_seq=0,
-        agent=None,
-        progress=None,
-        message=None,
-        error=None,
-        changed=None,
-        started_at=None,
-        finished_at=None,
-        last_report_at=None,
-    )
 
 
 def _workflow_view(row: Any) -> WorkflowView:

@@ -1,0 +1,138 @@
+"""The step and workflow state machine: pure rules on a step's row, with no I/O.
+
+A row is the step as the store holds it (a dict of its columns). The store loads rows, asks these rules
+what an event does to them, and saves what changed; the rules are tested alone in tests/unit.
+"""
+
+from __future__ import annotations
+
+import random
+from enum import Enum
+from typing import Any
+
+from common.models import ACTIVE_STEP, FINISHED_STEP, StatusEvent, StepState, WorkflowState
+
+MAX_BACKOFF_S = 300.0
+
+Row = dict[str, Any]
+
+
+class Verdict(Enum):
+    """What one status event did to a step."""
+
+    STALE = "stale"  # an attempt that is no longer current: nothing changed
+    DUPLICATE = "duplicate"  # already recorded (same attempt, sequence number not newer)
+    MOVED = "moved"  # recorded; the step is still running, or had already finished
+    FINISHED = "finished"  # recorded; the step reached a final state with this event
+    LATE_SUCCESS = "late success"  # the previous attempt succeeded after all: the step is done
+
+
+def backoff_s(base_s: float, attempt: int) -> float:
+    """Exponential backoff with full jitter around it: base * 2^(attempt-1), times 0.5 to 1.5."""
+    return float(min(MAX_BACKOFF_S, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+
+
+def take(row: Row, ev: StatusEvent, now: float) -> Verdict:
+    """Apply one event to a step's row.
+
+    A success is a fact: when the engine gave up on an attempt (its agent was lost, say) and queued the
+    next one, and the old attempt's success then arrives before the new attempt started, the step is
+    done with the old attempt, and the new one (`superseded`) must be dropped.
+    """
+    if late_success(row, ev):
+        row.update(attempt=ev.attempt, state=StepState.STARTED, last_seq=0, not_before=None, error=None)
+        move(row, ev, now)
+        return Verdict.LATE_SUCCESS
+    if ev.attempt != row["attempt"]:
+        return Verdict.STALE
+    if ev.seq <= row["last_seq"]:
+        return Verdict.DUPLICATE
+    return Verdict.FINISHED if move(row, ev, now) else Verdict.MOVED
+
+
+def late_success(row: Row, ev: StatusEvent) -> bool:
+    return (
+        ev.state == StepState.SUCCEEDED
+        and ev.attempt == row["attempt"] - 1
+        and row["state"] in (StepState.PENDING, StepState.QUEUED)
+    )
+
+
+def move(row: Row, ev: StatusEvent, now: float) -> bool:
+    """Move one step row by one event of its current attempt. True when the step reached a final state."""
+    at = ev.at.timestamp()
+    row["last_seq"] = ev.seq
+    row["last_report_at"] = now
+    if StepState(row["state"]) in FINISHED_STEP:
+        return False
+    if row["state"] in (StepState.PENDING, StepState.QUEUED):
+        row["state"] = StepState.STARTED
+        row["started_at"] = at
+    row["agent"] = ev.agent
+    if ev.message is not None:
+        row["message"] = ev.message
+    if ev.state in (StepState.STARTED, "progress"):
+        if ev.progress is not None:
+            row["progress"] = ev.progress
+        return False
+    row["state"] = ev.state
+    row["finished_at"] = at
+    row["changed"] = ev.changed
+    row["error"] = ev.error
+    if ev.state == StepState.SUCCEEDED:
+        row["progress"] = 100.0
+    return True
+
+
+def retry(row: Row, ev: StatusEvent, now: float) -> bool:
+    """Schedule the next attempt of a failed step if its policy allows; True if it will run again.
+
+    An attempt lost with its worker (a killed pool process, a dead or cut-off agent) did not fail by
+    itself: the next attempt is due at once, since backing off protects a resource, not an agent.
+    """
+    if ev.retryable is False or row["attempt"] >= row["retry_attempts"]:
+        return False
+    delay = 0.0 if ev.lost else backoff_s(row["retry_backoff_s"], row["attempt"])
+    error = row["error"]
+    reset(row, row["attempt"] + 1, StepState.PENDING)
+    row["not_before"] = now + delay
+    when = "now" if ev.lost else f"in {delay:.1f}s"
+    row["message"] = f"attempt {row['attempt'] - 1} failed ({error}); retrying {when}"
+    return True
+
+
+def reset(row: Row, attempt: int, state: StepState) -> None:
+    """Make a row a fresh attempt in `state`."""
+    row.update(
+        attempt=attempt,
+        state=state,
+        last_seq=0,
+        agent=None,
+        progress=None,
+        message=None,
+        error=None,
+        changed=None,
+        started_at=None,
+        finished_at=None,
+        last_report_at=None,
+    )
+
+
+def workflow_state(counts: dict[StepState, int], retrying: int, *, cancelling: bool) -> WorkflowState | None:
+    """A workflow's final state from the counts of its unfinished steps, once nothing can move any more;
+    None while it is still running."""
+    if any(counts.get(s) for s in ACTIVE_STEP):
+        return None
+    if cancelling:
+        return WorkflowState.CANCELLED
+    if retrying:
+        return None
+    if counts.get(StepState.TIMED_OUT):
+        return WorkflowState.ABORTED
+    if counts.get(StepState.CANCELLED):
+        return WorkflowState.CANCELLED
+    if counts.get(StepState.FAILED):
+        return WorkflowState.FAILED
+    if counts.get(StepState.PENDING):
+        return None
+    return WorkflowState.SUCCEEDED

@@ -1,0 +1,111 @@
+"""The step state machine alone: rows in, rows out, no database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from common import lifecycle
+from common.lifecycle import Verdict
+from common.models import StatusEvent, StepState, WorkflowState
+
+NOW = 1_000_000.0
+
+
+def row(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": "w.0",
+        "workflow_id": "w",
+        "state": StepState.QUEUED,
+        "attempt": 1,
+        "last_seq": 0,
+        "retry_attempts": 3,
+        "retry_backoff_s": 2.0,
+        "not_before": None,
+    }
+    lifecycle.reset(base, 1, StepState.QUEUED)
+    return base | fields
+
+
+def event(state: str, attempt: int = 1, seq: int = 1, **fields: Any) -> StatusEvent:
+    return StatusEvent(
+        workflow_id="w",
+        step_id="w.0",
+        attempt=attempt,
+        seq=seq,
+        state=state,  # type: ignore[arg-type]
+        agent="a1",
+        at=datetime.now(UTC),
+        **fields,
+    )
+
+
+def test_a_step_moves_from_started_to_succeeded_and_records_what_changed() -> None:
+    step = row()
+    assert lifecycle.take(step, event("started"), NOW) is Verdict.MOVED
+    assert step["state"] == StepState.STARTED and step["agent"] == "a1"
+    assert lifecycle.take(step, event("succeeded", seq=2, changed=True), NOW) is Verdict.FINISHED
+    assert (step["state"], step["changed"], step["progress"]) == (StepState.SUCCEEDED, True, 100.0)
+
+
+def test_a_repeated_or_older_report_is_a_duplicate_and_changes_nothing() -> None:
+    step = row()
+    lifecycle.take(step, event("started", seq=2), NOW)
+    before = dict(step)
+    assert lifecycle.take(step, event("progress", seq=2, progress=50.0), NOW) is Verdict.DUPLICATE
+    assert lifecycle.take(step, event("progress", seq=1, progress=50.0), NOW) is Verdict.DUPLICATE
+    assert step == before
+
+
+def test_a_report_of_an_attempt_that_is_not_current_is_stale() -> None:
+    step = row(attempt=3)
+    assert lifecycle.take(step, event("started", attempt=2), NOW) is Verdict.STALE
+    assert lifecycle.take(step, event("failed", attempt=1, seq=5), NOW) is Verdict.STALE
+
+
+def test_a_lost_attempt_is_retried_at_once_and_a_failed_one_after_its_backoff() -> None:
+    lost = row(state=StepState.STARTED, error="worker lost")
+    assert lifecycle.retry(lost, event("failed", lost=True), NOW)
+    assert (lost["attempt"], lost["state"], lost["not_before"]) == (2, StepState.PENDING, NOW)
+    assert "retrying now" in lost["message"]
+
+    failed = row(state=StepState.STARTED, error="exit 1")
+    assert lifecycle.retry(failed, event("failed"), NOW)
+    assert NOW + 1.0 <= failed["not_before"] <= NOW + 3.0  # 2 s base, jitter 0.5 to 1.5
+
+
+def test_no_retry_past_the_policy_or_for_an_error_a_retry_cannot_help() -> None:
+    assert not lifecycle.retry(row(attempt=3), event("failed", attempt=3, lost=True), NOW)
+    assert not lifecycle.retry(row(), event("failed", retryable=False), NOW)
+
+
+def test_a_late_success_of_the_previous_attempt_settles_a_step_whose_next_attempt_has_not_started() -> None:
+    step = row(state=StepState.STARTED)
+    assert lifecycle.retry(step, event("failed", lost=True), NOW)  # the engine held its agent lost
+    step["state"] = StepState.QUEUED  # due at once: published
+
+    verdict = lifecycle.take(step, event("succeeded", attempt=1, seq=3, changed=True), NOW)
+
+    assert verdict is Verdict.LATE_SUCCESS
+    assert (step["state"], step["attempt"], step["changed"]) == (StepState.SUCCEEDED, 1, True)
+
+
+def test_a_late_success_is_stale_once_the_next_attempt_has_started() -> None:
+    step = row(attempt=2, state=StepState.STARTED)
+    assert lifecycle.take(step, event("succeeded", attempt=1, seq=3), NOW) is Verdict.STALE
+    assert (step["state"], step["attempt"]) == (StepState.STARTED, 2)
+
+
+def test_a_late_failure_of_the_previous_attempt_is_stale() -> None:
+    step = row(attempt=2, state=StepState.QUEUED)
+    assert lifecycle.take(step, event("failed", attempt=1, seq=3), NOW) is Verdict.STALE
+
+
+def test_a_workflow_finishes_only_when_nothing_can_move_any_more() -> None:
+    state = lifecycle.workflow_state
+    assert state({StepState.STARTED: 1}, 0, cancelling=False) is None
+    assert state({StepState.FAILED: 1}, 1, cancelling=False) is None  # a retry is backing off
+    assert state({StepState.FAILED: 1}, 0, cancelling=False) == WorkflowState.FAILED
+    assert state({StepState.TIMED_OUT: 1, StepState.FAILED: 1}, 0, cancelling=False) == WorkflowState.ABORTED
+    assert state({StepState.FAILED: 1}, 0, cancelling=True) == WorkflowState.CANCELLED
+    assert state({}, 0, cancelling=False) == WorkflowState.SUCCEEDED
