@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_origin
+from typing import Annotated, Any, Literal, Self, get_origin
 
 import tomli_w
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -39,6 +39,13 @@ CONFIG_ENV = "CONVERGE_AGENT_CONFIG"
 ENV_PREFIX = "CONVERGE_AGENT_"
 SYSTEM_CONFIG = Path("/etc/converge/agent.toml")
 USER_CONFIG = Path("~/.config/converge/agent.toml")
+
+
+def default_state_dir() -> Path:
+    """/var/lib/converge for root, else the user's state folder."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/converge")
+    return Path(os.environ.get("XDG_STATE_HOME") or "~/.local/state").expanduser() / "converge"
 
 
 def config_path() -> Path:
@@ -62,9 +69,14 @@ class AgentSettings(BaseSettings):
     broker_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="CONVERGE_BROKER_URL")
     throttle: int = Field(default=20, ge=1, le=1000)
     step_timeout_s: float = Field(default=3600.0, gt=0)
+    # After this many failed heartbeats in a row the agent ends its running steps (nobody can follow them).
     max_connection_failures: int = Field(default=5, ge=1)
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
-    heartbeat_ttl_s: float = Field(default=10.0, gt=0)
+    # The engine holds the agent lost, and runs its steps again, this long after its last heartbeat: longer
+    # than the (max_connection_failures + 1) intervals the agent takes to end them itself.
+    heartbeat_ttl_s: float = Field(default=15.0, gt=0)
+    # Where the agent keeps its outbox and the journal of its running steps (a folder per agent id).
+    state_dir: Path = Field(default_factory=lambda: default_state_dir())
     progress_interval_s: float = Field(default=0.5, ge=0)
     visibility_timeout_s: float = Field(
         default=4 * 3600, gt=0, validation_alias="CONVERGE_VISIBILITY_TIMEOUT_S"
@@ -73,6 +85,23 @@ class AgentSettings(BaseSettings):
     # Celery task events, so that Flower sees every step. They cost a few publishes per step; an agent
     # that nobody watches with Flower can turn them off (Flower turns them back on when it runs).
     task_events: bool = True
+
+    @model_validator(mode="after")
+    def _ttl_outlasts_the_agent(self) -> Self:
+        window = self.heartbeat_interval_s * (self.max_connection_failures + 1)
+        if self.heartbeat_ttl_s <= window:
+            raise ValueError(
+                f"heartbeat_ttl_s ({self.heartbeat_ttl_s:g}) must be longer than heartbeat_interval_s x "
+                f"(max_connection_failures + 1) = {window:g}s, the time an agent cut off from Redis takes to "
+                "end its steps; otherwise the engine could run a step again while its first attempt still "
+                "runs. Raise heartbeat_ttl_s or lower the others"
+            )
+        return self
+
+    @property
+    def agent_dir(self) -> Path:
+        """This agent's own state folder."""
+        return self.state_dir.expanduser() / self.id
 
     @classmethod
     def settings_customise_sources(
@@ -133,6 +162,9 @@ def _explain(exc: ValidationError, sources: dict[str, Source], path: Path) -> st
     by_alias = {env_name(key): key for key in KEYS}
     reasons = []
     for error in exc.errors():
+        if not error["loc"]:  # a rule between settings
+            reasons.append(error["msg"].removeprefix("Value error, "))
+            continue
         key = by_alias.get(str(error["loc"][0]), str(error["loc"][0]))
         source = sources.get(key, "default")
         origin = env_name(key) if source == "env" else where.get(source, source)

@@ -45,9 +45,15 @@ class _Current:
 class StepControl:
     """One per pool process: runs at most one step at a time (prefork), watched by one thread."""
 
-    def __init__(self, client: Callable[[], redis.Redis], claim_ttl_s: float) -> None:
+    def __init__(
+        self, client: Callable[[], redis.Redis], claim_ttl_s: float, cut_off: Callable[[], bool]
+    ) -> None:
         self._client = client
         self._claim_ttl_s = claim_ttl_s
+        # True while the agent has lost Redis for `max_connection_failures` heartbeats: nobody can learn
+        # what its steps do any more, and the engine will run them again elsewhere, so they end here.
+        self._cut_off = cut_off
+        self._redis_ok = True
         self._current: _Current | None = None
         self._lock = threading.Lock()
         self._pid = 0
@@ -81,7 +87,7 @@ class StepControl:
 
     @property
     def reason(self) -> str | None:
-        """Why the current step must stop (`cancelled` or `timed_out`), or None."""
+        """Why the current step must stop (`cancelled`, `timed_out` or `cut_off`), or None."""
         current = self._current
         return None if current is None else current.reason
 
@@ -92,7 +98,9 @@ class StepControl:
             if current is None or current.reason is not None:
                 continue
             now = time.monotonic()
-            if now - current.last_progress > current.timeout_s:
+            if self._cut_off():
+                self._stop(current, "cut_off")
+            elif now - current.last_progress > current.timeout_s:
                 self._stop(current, "timed_out")
             elif now - current.started >= POLL_S and self._cancel_requested(current.message):
                 self._stop(current, "cancelled")
@@ -101,10 +109,14 @@ class StepControl:
 
     def _cancel_requested(self, message: StepMessage) -> bool:
         try:
-            return bool(self._client().exists(names.cancel_key(message.step_id, message.attempt)))
+            found = bool(self._client().exists(names.cancel_key(message.step_id, message.attempt)))
         except redis.RedisError as exc:
-            log.warning("cannot look for cancellation of %s: %s", message.step_id, exc)
+            if self._redis_ok:  # once per outage, not every poll
+                log.warning("cannot look for cancellation of %s: %s", message.step_id, exc)
+            self._redis_ok = False
             return False
+        self._redis_ok = True
+        return found
 
     def _renew_claim(self, current: _Current, now: float) -> None:
         """A step may run longer than the broker's visibility timeout: while it runs, its claim stays, so

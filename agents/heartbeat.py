@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import redis
@@ -17,19 +20,60 @@ from common.models import AgentInfo
 log = logging.getLogger("converge.agent")
 
 
-class Heartbeat:
-    """A thread in the agent's main process that renews the agent's alive key until stopped."""
+class Link:
+    """Whether the agent can reach Redis, as its heartbeats tell: after `max_failures` failed heartbeats in a
+    row the agent is cut off (the seed's maximum connection failures) until one succeeds again.
 
-    def __init__(self, client: redis.Redis, info: AgentInfo, interval_s: float, ttl_s: float) -> None:
-        self.client = client
+    `cut_off` lives in memory shared with the pool processes (forked from this one), whose step watchers
+    end their steps when it is set.
+    """
+
+    def __init__(self, max_failures: int) -> None:
+        self.max_failures = max_failures
+        self.failures = 0
+        self._flag = multiprocessing.RawValue("b", 0)
+        self.on_cut_off: Callable[[int], None] = lambda failures: None
+        self.on_restored: Callable[[], None] = lambda: None
+
+    @property
+    def cut_off(self) -> bool:
+        return bool(self._flag.value)
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.failures == self.max_failures:
+            self._flag.value = 1
+            self.on_cut_off(self.failures)
+
+    def succeeded(self) -> None:
+        was_cut_off = self.cut_off
+        self.failures = 0
+        if was_cut_off:
+            self._flag.value = 0
+            self.on_restored()
+
+
+class Heartbeat:
+    """A thread in the agent's main process that renews the agent's alive key until stopped.
+
+    Beats keep their cadence whatever a failed one cost, and each gives up after one interval, so that
+    `max_failures` failed beats take at most (max_failures + 1) intervals: less than the TTL after which the
+    engine holds the agent lost and runs its steps again.
+    """
+
+    def __init__(self, broker_url: str, info: AgentInfo, interval_s: float, ttl_s: float, link: Link) -> None:
+        self.client = redis.Redis.from_url(
+            broker_url, socket_timeout=interval_s, socket_connect_timeout=interval_s
+        )
         self.info = info
         self.interval_s = interval_s
         self.ttl_s = ttl_s
+        self.link = link
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="converge-heartbeat", daemon=True)
 
     def start(self) -> None:
-        self.beat()
+        self.tick()
         self._thread.start()
 
     def beat(self) -> None:
@@ -39,12 +83,28 @@ class Heartbeat:
         pipe.set(names.agent_alive_key(self.info.id), str(self.info.pid), px=int(self.ttl_s * 1000))
         pipe.execute()
 
+    def tick(self) -> None:
+        try:
+            self.beat()
+        except redis.RedisError as exc:
+            log.warning(
+                "heartbeat failed (%d of %d before this agent ends its steps): %s",
+                self.link.failures + 1,
+                self.link.max_failures,
+                exc,
+            )
+            self.link.failed()
+        else:
+            self.link.succeeded()
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.beat()
-            except redis.RedisError as exc:
-                log.warning("heartbeat failed: %s", exc)
+        due = time.monotonic()
+        while True:
+            due += self.interval_s
+            if self._stop.wait(max(0.0, due - time.monotonic())):
+                return
+            self.tick()
+            due = max(due, time.monotonic() - self.interval_s)  # after a long stall, do not beat in a burst
 
     def stop(self) -> None:
         self._stop.set()
@@ -67,6 +127,7 @@ def agent_info(settings: AgentSettings, version: str) -> AgentInfo:
         version=version,
         throttle=settings.throttle,
         step_timeout_s=settings.step_timeout_s,
+        heartbeat_ttl_s=settings.heartbeat_ttl_s,
         started_at=now,
         last_seen=now,
     )

@@ -18,6 +18,9 @@ from workflows.context import StepStopped
 
 if TYPE_CHECKING:
     from agents.control import StepControl
+    from agents.outbox import Outbox
+
+log = logging.getLogger("converge.agent")
 
 # Claim the attempt and report `started` in one round trip. A delivery is dropped when the attempt was
 # already claimed (a redelivery after the visibility timeout, a re-publish after an engine crash), when
@@ -42,11 +45,16 @@ class Claim(Enum):
 
 
 class Reporter:
-    """Writes status events; one Redis connection per process (Celery's prefork children fork after init)."""
+    """Writes status events; one Redis connection per process (Celery's prefork children fork after init).
 
-    def __init__(self, broker_url: str, agent_id: str) -> None:
+    A step's final report goes to the outbox first, then to the stream: if sending fails, the agent's main
+    process sends it again later. Progress reports are only worth sending now, and are not kept.
+    """
+
+    def __init__(self, broker_url: str, agent_id: str, outbox: Outbox) -> None:
         self.broker_url = broker_url
         self.agent_id = agent_id
+        self.outbox = outbox
         self._client: redis.Redis | None = None
         self._claim: Any = None
         self._pid = 0
@@ -60,7 +68,33 @@ class Reporter:
         return self._client
 
     def event(self, step: StepMessage, seq: int, state: str, **fields: Any) -> None:
-        self.client.xadd(names.STATUS_STREAM, {"e": self._event(step, seq, state, **fields)})
+        """Send a report that is not worth keeping (progress): lost if Redis cannot be reached now."""
+        try:
+            self.client.xadd(names.STATUS_STREAM, {"e": self._event(step, seq, state, **fields)})
+        except redis.RedisError as exc:
+            log.debug("progress of %s not sent: %s", step.step_id, exc)
+
+    def final(self, step: StepMessage, seq: int, state: str, **fields: Any) -> None:
+        """How an attempt ended: kept in the outbox (ending its journal entry) until the stream has it."""
+        event = self._event(step, seq, state, **fields)
+        entry = self.outbox.finish(step, event)
+        try:
+            self.client.xadd(names.STATUS_STREAM, {"e": event})
+        except redis.RedisError as exc:
+            log.warning("report of step %s (%s) kept to send later: %s", step.step_id, state, exc)
+            return
+        self.outbox.sent([entry])
+
+    def flush(self, step_id: str) -> None:
+        """Send what the outbox still holds for a step, before a new attempt of it claims its place in the
+        stream: the engine then learns of a late success of the previous attempt first."""
+        pending = self.outbox.pending_for(step_id)
+        if pending:
+            pipe = self.client.pipeline(transaction=False)
+            for entry in pending:
+                pipe.xadd(names.STATUS_STREAM, {"e": entry.event})
+            pipe.execute()
+            self.outbox.sent([entry.id for entry in pending])
 
     def claim_and_start(self, message: StepMessage, claim_ttl_s: float) -> Claim:
         """Report `started` unless this delivery must not run; say why not."""
@@ -81,25 +115,29 @@ class Reporter:
         return Claim(answer.decode() if isinstance(answer, bytes) else answer)
 
     def _event(self, step: StepMessage, seq: int, state: str, **fields: Any) -> str:
-        """A StatusEvent as JSON, built directly: this runs twice per step, on the hot path."""
-        event = {
-            "workflow_id": step.workflow_id,
-            "step_id": step.step_id,
-            "attempt": step.attempt,
-            "epoch": step.epoch,
-            "seq": seq,
-            "state": state,
-            "agent": self.agent_id,
-            "at": datetime.now(UTC).isoformat(),
-        }
-        event.update((k, v) for k, v in fields.items() if v is not None)
-        return json.dumps(event)
+        return event_json(self.agent_id, step, seq, state, **fields)
 
     def check_result(self, reply_to: str, result: CheckResult) -> None:
         pipe = self.client.pipeline()
         pipe.rpush(reply_to, result.model_dump_json())
         pipe.expire(reply_to, 300)
         pipe.execute()
+
+
+def event_json(agent_id: str, step: StepMessage, seq: int, state: str, **fields: Any) -> str:
+    """A StatusEvent as JSON, built directly: this runs twice per step, on the hot path."""
+    event = {
+        "workflow_id": step.workflow_id,
+        "step_id": step.step_id,
+        "attempt": step.attempt,
+        "epoch": step.epoch,
+        "seq": seq,
+        "state": state,
+        "agent": agent_id,
+        "at": datetime.now(UTC).isoformat(),
+    }
+    event.update((k, v) for k, v in fields.items() if v is not None)
+    return json.dumps(event)
 
 
 class StepProgress:
@@ -137,6 +175,7 @@ class StepProgress:
 
     def attach(self, pgid: int) -> None:
         if self.control is not None:
+            self.reporter.outbox.attach(self.message, pgid)
             self.control.attach(pgid)
 
     def log(self, message: str) -> None:

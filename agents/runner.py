@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+
+import redis
 
 from agents.control import StepControl
 from agents.reporter import Claim, Reporter, StepProgress
@@ -12,10 +16,26 @@ from workflows.registry import Registry, StepError
 
 log = logging.getLogger("converge.agent")
 
-_STOPPED = {
-    "cancelled": "cancelled by an operator",
-    "timed_out": "no progress for {timeout:g}s: the step was ended",
+# How a step that had to stop is reported: its state, and what the operator reads.
+_STOPPED: dict[str, tuple[str, dict[str, object]]] = {
+    "cancelled": ("cancelled", {"error": "cancelled by an operator"}),
+    "timed_out": ("timed_out", {"error": "no progress for {timeout:g}s: the step was ended"}),
+    "cut_off": (
+        "failed",
+        {
+            "error": "ended by its agent, which could not reach Redis: nobody could follow the step any "
+            "more, and the engine runs it again",
+            "lost": True,
+        },
+    ),
 }
+CLAIM_RETRY_MAX_S = 5.0
+
+
+def stopped(reason: str, timeout_s: float) -> tuple[str, dict[str, object]]:
+    state, fields = _STOPPED[reason]
+    error = str(fields["error"]).format(timeout=timeout_s)
+    return state, {**fields, "error": error}
 
 
 class StepRunner:
@@ -30,6 +50,7 @@ class StepRunner:
         progress_interval_s: float,
         claim_ttl_s: float,
         step_timeout_s: float,
+        cut_off: Callable[[], bool],
     ) -> None:
         self.agent_id = agent_id
         self.roles = set(roles)
@@ -38,7 +59,7 @@ class StepRunner:
         self.progress_interval_s = progress_interval_s
         self.claim_ttl_s = claim_ttl_s
         self.step_timeout_s = step_timeout_s
-        self.control = StepControl(lambda: reporter.client, claim_ttl_s)
+        self.control = StepControl(lambda: reporter.client, claim_ttl_s, cut_off)
 
     def misrouted(self, message: StepMessage) -> str | None:
         if message.role not in self.roles:
@@ -55,10 +76,12 @@ class StepRunner:
         wrong = self.misrouted(message)
         if wrong is not None:
             log.error("refusing step %s: %s", message.step_id, wrong)
-            self.reporter.event(message, 1, "failed", error=wrong, retryable=False)
+            self.reporter.final(message, 1, "failed", error=wrong, retryable=False)
             return
-        claim = self.reporter.claim_and_start(message, self.claim_ttl_s)
+        self.reporter.outbox.begin(message)
+        claim = self._claim(message)
         if claim is not Claim.OURS:
+            self.reporter.outbox.forget(message)
             log.warning("dropping step %s attempt %d: %s", message.step_id, message.attempt, claim.value)
             return
         ctx = StepProgress(self.reporter, message, self.progress_interval_s, self.control)
@@ -66,8 +89,8 @@ class StepRunner:
         timeout_s = message.timeout_s or self.step_timeout_s
 
         def abandon(reason: str) -> None:
-            error = _STOPPED[reason].format(timeout=timeout_s)
-            self.reporter.event(message, ctx.next_seq(), reason, error=error)
+            state, fields = stopped(reason, timeout_s)
+            self.reporter.final(message, ctx.next_seq(), state, **fields)
 
         self.control.begin(message, timeout_s, abandon)
         try:
@@ -89,8 +112,22 @@ class StepRunner:
             state, fields = "succeeded", {"changed": outcome.changed, "message": _summary(outcome.change)}
         reason = self.control.reason
         if reason is not None:
-            state, fields = reason, {"error": _STOPPED[reason].format(timeout=timeout_s)}
-        self.reporter.event(message, ctx.next_seq(), state, **fields)
+            state, fields = stopped(reason, timeout_s)
+        self.reporter.final(message, ctx.next_seq(), state, **fields)
+
+    def _claim(self, message: StepMessage) -> Claim:
+        """Claim the attempt, waiting for Redis while it cannot be reached: the step has not started, and
+        giving up would lose its delivery. A retry first sends what the outbox holds for the step."""
+        delay = 0.2
+        while True:
+            try:
+                if message.attempt > 1:
+                    self.reporter.flush(message.step_id)
+                return self.reporter.claim_and_start(message, self.claim_ttl_s)
+            except redis.RedisError as exc:
+                log.warning("cannot claim step %s yet (%s); again in %.1fs", message.step_id, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, CLAIM_RETRY_MAX_S)
 
     def _check(self, message: StepMessage) -> None:
         assert message.reply_to is not None

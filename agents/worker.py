@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import uuid
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import redis
 from celery import Celery, signals
 
-from agents.config import AgentSettings
-from agents.heartbeat import Heartbeat, agent_info
+from agents.config import AgentSettings, ConfigError
+from agents.courier import Courier
+from agents.heartbeat import Heartbeat, Link, agent_info
+from agents.outbox import Outbox
 from agents.reporter import Reporter
 from agents.runner import StepRunner
 from common import names
@@ -18,6 +22,8 @@ from common.celery_app import make_app, queue
 from common.errors import Unreachable
 from common.models import StepMessage
 from workflows.registry import default_registry
+
+log = logging.getLogger("converge.agent")
 
 
 def converge_version() -> str:
@@ -31,17 +37,30 @@ def queues_for(settings: AgentSettings) -> list[str]:
     return [names.role_queue(role) for role in settings.roles] + [names.agent_queue(settings.id)]
 
 
-def build_app(settings: AgentSettings) -> Celery:
+def open_outbox(settings: AgentSettings) -> Outbox:
+    """This run's outbox and journal; a new run id, so that what an earlier run left is seen as lost."""
+    path = settings.agent_dir / "outbox.db"
+    try:
+        return Outbox(path, run_id=uuid.uuid4().hex)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(
+            f"cannot open the agent's outbox {path}: {exc}; set state_dir "
+            "(`converge-agent config set state_dir=DIR`) to a folder this user can write"
+        ) from exc
+
+
+def build_app(settings: AgentSettings, outbox: Outbox, link: Link) -> Celery:
     """The agent's Celery app with the step task bound to this agent's runner."""
     app = make_app(settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s)
     runner = StepRunner(
         settings.id,
         settings.roles,
         default_registry(),
-        Reporter(settings.broker_url, settings.id),
+        Reporter(settings.broker_url, settings.id, outbox),
         settings.progress_interval_s,
         settings.visibility_timeout_s,
         settings.step_timeout_s,
+        lambda: link.cut_off,
     )
 
     @app.task(name=names.STEP_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
@@ -61,19 +80,39 @@ def run(settings: AgentSettings) -> None:
         client.ping()
     except redis.RedisError as exc:
         raise Unreachable(f"cannot reach Redis at {settings.broker_url}: {exc}") from exc
-    app = build_app(settings)
+    client.close()
+    outbox = open_outbox(settings)
+    link = Link(settings.max_connection_failures)
+    app = build_app(settings, outbox, link)
+    courier = Courier(outbox, settings.broker_url, settings.id)
     heartbeat = Heartbeat(
-        client,
+        settings.broker_url,
         agent_info(settings, converge_version()),
         settings.heartbeat_interval_s,
         settings.heartbeat_ttl_s,
+        link,
     )
 
+    def on_cut_off(failures: int) -> None:
+        log.error(
+            "%d heartbeats failed in a row: ending every running step, since nobody can follow them any "
+            "more; the engine runs them again. Trying to reconnect",
+            failures,
+        )
+
+    def on_restored() -> None:
+        log.warning("Redis is reachable again: sending the reports of the steps that were ended")
+        courier.wake()
+
+    link.on_cut_off, link.on_restored = on_cut_off, on_restored
+
     def on_ready(**_: Any) -> None:
+        courier.start()
         heartbeat.start()
 
     def on_shutdown(**_: Any) -> None:
         heartbeat.stop()
+        courier.stop()
 
     if settings.loglevel.upper() != "DEBUG":
         # Celery logs two lines per task ("received", "succeeded in"); every step's story is already in

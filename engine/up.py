@@ -72,6 +72,7 @@ def up(file: str | None, home: Path, *, once: bool, timeout_s: float) -> int:
             CONVERGE_BROKER_URL=broker.url,
             CONVERGE_STORE_URL=f"sqlite:///{home / 'converge.db'}",
             CONVERGE_API_BIND=f"127.0.0.1:{free_port()}",
+            CONVERGE_AGENT_STATE_DIR=str(home / "agents"),
         )
         env["CONVERGE_URL"] = f"http://{env['CONVERGE_API_BIND']}"
         client = EngineClient(env["CONVERGE_URL"])

@@ -102,6 +102,7 @@ class Stack:
             CONVERGE_STORE_URL=f"sqlite:///{self.store_path}",
             CONVERGE_API_BIND=f"127.0.0.1:{port}",
             CONVERGE_URL=f"http://127.0.0.1:{port}",
+            CONVERGE_AGENT_STATE_DIR=str(self.workdir / "agent-state"),
             BENCH_BROKER_URL=self.redis_server.url,
             PYTHONPATH=str(REPO_ROOT),
         )

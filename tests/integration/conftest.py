@@ -81,6 +81,7 @@ class Cluster:
             CONVERGE_PLAN_TIMEOUT_S="20",
             # never a developer's own ~/.config/converge/agent.toml
             CONVERGE_AGENT_CONFIG=str(workdir / "agent.toml"),
+            CONVERGE_AGENT_STATE_DIR=str(workdir / "agent-state"),
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.redis = redis.Redis.from_url(broker_url)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 
 import fakeredis
@@ -19,7 +21,7 @@ def test_a_running_step_keeps_its_claim_past_the_claim_ttl() -> None:
     client = fakeredis.FakeRedis()
     key = names.claim_key(MESSAGE.step_id, MESSAGE.attempt)
     client.set(key, "agent-1", px=500)
-    control = StepControl(lambda: client, claim_ttl_s=0.5)
+    control = StepControl(lambda: client, claim_ttl_s=0.5, cut_off=lambda: False)
 
     control.begin(MESSAGE, timeout_s=60, on_abandon=lambda reason: None)
     try:
@@ -33,7 +35,7 @@ def test_a_running_step_keeps_its_claim_past_the_claim_ttl() -> None:
 
 def test_progress_resets_the_no_progress_clock_and_nothing_stops_a_healthy_step() -> None:
     client = fakeredis.FakeRedis()
-    control = StepControl(lambda: client, claim_ttl_s=60)
+    control = StepControl(lambda: client, claim_ttl_s=60, cut_off=lambda: False)
 
     control.begin(MESSAGE, timeout_s=0.6, on_abandon=lambda reason: None)
     try:
@@ -45,3 +47,20 @@ def test_progress_resets_the_no_progress_clock_and_nothing_stops_a_healthy_step(
     finally:
         control.end()
     assert control.reason is None
+
+
+def test_an_agent_cut_off_from_redis_ends_its_running_step_and_its_processes() -> None:
+    client = fakeredis.FakeRedis()
+    cut_off = False
+    control = StepControl(lambda: client, claim_ttl_s=60, cut_off=lambda: cut_off)
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    control.begin(MESSAGE, timeout_s=60, on_abandon=lambda reason: None)
+    try:
+        control.attach(child.pid)
+        cut_off = True
+        assert child.wait(timeout=5) == -signal.SIGKILL
+        assert control.reason == "cut_off"
+    finally:
+        control.end()
+        if child.poll() is None:
+            child.kill()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import IO, Annotated, Self
@@ -121,6 +123,21 @@ class _Tail:
         return "..." + text if self._truncated and text else text
 
 
+_PR_SET_PDEATHSIG = 1
+_prctl = getattr(ctypes.CDLL(None), "prctl", None) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In the command's shell, before it runs: be killed if the process that started it dies.
+
+    The command runs in a session of its own (so that a cancel kills its whole group); without this, a
+    pool process killed mid-step (the OOM killer, the agent killed) would leave its shell running beside
+    the step's next attempt. The agent's journal ends what is left of the group (background children).
+    """
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _start(command: str, spec: CommandSpec) -> subprocess.Popen[bytes]:
     """Start `command` under /bin/sh in a new session, so that it and its children can be killed as one."""
     if spec.cwd is not None and not os.path.isdir(spec.cwd):
@@ -138,6 +155,7 @@ def _start(command: str, spec: CommandSpec) -> subprocess.Popen[bytes]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     except (OSError, ValueError) as exc:
         raise StepError(f"cannot start /bin/sh -c {command!r}: {exc}", retryable=False) from exc

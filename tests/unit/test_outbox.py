@@ -1,0 +1,123 @@
+"""The agent's outbox and journal on a real SQLite file, with a fake Redis: the logic of keeping and sending
+reports, and of finding lost attempts (real processes and a real Redis: tests/chaos)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from agents.courier import Courier
+from agents.outbox import Outbox, process_start
+from agents.reporter import Reporter
+from common import names
+from common.models import AGENT_SEQ, StepMessage
+
+MESSAGE = StepMessage(
+    workflow_id="w", step_id="w.0", resource="command/c", kind="command", name="c", role="r", spec={}
+)
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+def courier(outbox: Outbox, server: fakeredis.FakeServer) -> Courier:
+    c = Courier(outbox, "redis://127.0.0.1:1/0", "a1")
+    c.client = fakeredis.FakeRedis(server=server)
+    return c
+
+
+def stream(server: fakeredis.FakeServer) -> list[dict[str, object]]:
+    entries = fakeredis.FakeRedis(server=server).xrange(names.STATUS_STREAM)
+    return [json.loads(fields[b"e"]) for _, fields in entries]
+
+
+def test_a_final_report_that_cannot_be_sent_is_kept_and_the_courier_sends_it_later(
+    tmp_path: Path, server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", run_id="run-1")
+    monkeypatch.setattr("redis.Redis.from_url", lambda *a, **k: fakeredis.FakeRedis(server=server))
+    reporter = Reporter("redis://127.0.0.1:1/0", "a1", outbox)
+    server.connected = False
+
+    reporter.final(MESSAGE, 2, "succeeded", changed=True)
+
+    assert [p.step_id for p in outbox.pending()] == ["w.0"]
+    server.connected = True
+    assert courier(outbox, server).send(older_than_s=0) == 1
+    assert [(e["state"], e["seq"], e["changed"]) for e in stream(server)] == [("succeeded", 2, True)]
+    assert outbox.pending() == []
+
+
+def test_a_sent_report_leaves_nothing_behind_and_ends_the_attempt_in_the_journal(
+    tmp_path: Path, server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", run_id="run-1")
+    monkeypatch.setattr("redis.Redis.from_url", lambda *a, **k: fakeredis.FakeRedis(server=server))
+    reporter = Reporter("redis://127.0.0.1:1/0", "a1", outbox)
+    outbox.begin(MESSAGE)
+    assert [r.message.step_id for r in outbox.running()] == ["w.0"]
+
+    reporter.final(MESSAGE, 2, "failed", error="exit 1")
+
+    assert outbox.running() == [] and outbox.pending() == []
+    assert [e["state"] for e in stream(server)] == ["failed"]
+
+
+def test_an_attempt_whose_process_died_is_reported_lost_and_its_process_group_is_ended(
+    tmp_path: Path, server: fakeredis.FakeServer
+) -> None:
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path, run_id="run-1")
+    group = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    # a "pool process" that journals the attempt and its process group, then dies without a report
+    code = (
+        "import sys; from agents.outbox import Outbox; from tests.unit.test_outbox import MESSAGE; "
+        f"o = Outbox(sys.argv[1], 'run-1'); o.begin(MESSAGE); o.attach(MESSAGE, {group.pid})"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=Path(__file__).parents[2])
+
+    courier(outbox, server).run_once()
+
+    assert group.wait(timeout=5) == -signal.SIGKILL
+    events = stream(server)
+    assert [(e["state"], e["seq"], e["lost"], e["retryable"]) for e in events] == [
+        ("failed", AGENT_SEQ, True, True)
+    ]
+    assert "pool process" in str(events[0]["error"]) and "died" in str(events[0]["error"])
+    assert outbox.running() == []
+
+
+def test_attempts_left_by_an_earlier_run_of_the_agent_are_reported_lost(
+    tmp_path: Path, server: fakeredis.FakeServer
+) -> None:
+    path = tmp_path / "outbox.db"
+    Outbox(path, run_id="run-1").begin(MESSAGE)  # this very process: alive, but of the earlier run
+
+    courier(Outbox(path, run_id="run-2"), server).run_once()
+
+    assert "the agent restarted" in str(stream(server)[0]["error"])
+
+
+def test_a_running_attempt_of_this_run_is_left_alone(tmp_path: Path, server: fakeredis.FakeServer) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", run_id="run-1")
+    outbox.begin(MESSAGE)
+
+    courier(outbox, server).run_once()
+
+    assert stream(server) == [] and len(outbox.running()) == 1
+
+
+def test_a_process_is_named_by_its_pid_and_start_time() -> None:
+    assert process_start(os.getpid()) == process_start(os.getpid()) is not None
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert process_start(child.pid) is None
