@@ -1,8 +1,9 @@
 """The watchdog: the engine's level-triggered repairs, decided from the store, not from hoping.
 
-Every interval it publishes the queued steps again if Redis lost them, publishes retries whose backoff
-has passed, times out steps that stopped reporting (so this holds even when the agent running them
-died), ends the cancellation of steps whose agent is gone, and prunes old history.
+Every interval it publishes the queued steps again if Redis lost them, times out steps that stopped
+reporting (so this holds even when the agent running them died), fails as lost the steps of an agent whose
+heartbeat stopped (their retry policy then runs them again at once, on another agent of the role), ends the
+cancellation of steps whose agent is gone, publishes retries whose backoff has passed, and prunes old history.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ from datetime import UTC, datetime
 import redis
 
 from common import names
-from common.models import AgentInfo, StatusEvent, StepState, WorkflowState
+from common.models import ENGINE_SEQ, AgentInfo, StatusEvent, StepState, WorkflowState
 from common.store import StaleStep
 from engine.core import Engine
 
 log = logging.getLogger("converge.engine")
 
-# Engine-made events come after anything the agent could still send for that attempt.
-ENGINE_SEQ = 2**31 - 1
 # The agent's own watcher ends a silent step at its timeout; the engine steps in only after this margin.
 AGENT_MARGIN_S = 5.0
 PRUNE_EVERY_S = 3600.0
+# The heartbeat TTL of an agent that did not announce its own (the agents' default).
+DEFAULT_HEARTBEAT_TTL_S = 15.0
 
 
 class Watchdog:
@@ -33,6 +34,10 @@ class Watchdog:
         self.engine = engine
         self._stop = threading.Event()
         self._last_prune = 0.0
+        # An agent is held lost only after a whole TTL during which its heartbeat could have been seen:
+        # counted from the engine's start, and again from the moment Redis lost its data (heartbeats too).
+        self._watching_since = time.time()
+        self._bad_records: set[bytes | str] = set()
 
     def run(self) -> None:
         while not self._stop.wait(self.engine.settings.watchdog_interval_s):
@@ -46,16 +51,17 @@ class Watchdog:
     def run_once(self, now: float) -> None:
         engine = self.engine
         if not engine.client.exists(names.BROKER_MARK):
+            self._watching_since = now
             republished = engine.republish_queued()
             log.warning("Redis lost its data (restarted?): published %d queued steps again", republished)
-        due = engine.store.due_retries(now)
-        if due:
-            engine.dispatcher.publish(due)
         running = engine.store.started()
         if running:
             events = self._verdicts(running, now)
             if events:
                 engine.act(engine.store.record(events))
+        due = engine.store.due_retries(now)  # after the verdicts: a lost step's next attempt goes out now
+        if due:
+            engine.dispatcher.publish(due)
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
             pruned = engine.prune()
@@ -64,6 +70,7 @@ class Watchdog:
 
     def _verdicts(self, running: list[StaleStep], now: float) -> list[StatusEvent]:
         agents = self._agents()
+        alive = self._alive({step.agent for step in running if step.agent})
         events = []
         for step in running:
             info = agents.get(step.agent or "")
@@ -73,22 +80,45 @@ class Watchdog:
                 events.append(
                     _event(step, StepState.TIMED_OUT, f"no progress for {silent:.0f}s (limit {limit:g}s)")
                 )
-            elif step.workflow_state == WorkflowState.CANCELLING and not self._alive(step.agent):
+            elif step.agent in alive:
+                continue
+            elif step.workflow_state == WorkflowState.CANCELLING:
                 events.append(_event(step, StepState.CANCELLED, f"cancelled; agent {step.agent} is gone"))
+            elif now - self._watching_since >= (ttl := _ttl(info)):
+                error = f"worker lost: agent {step.agent} sent no heartbeat for {ttl:g}s"
+                events.append(_event(step, StepState.FAILED, error, retryable=True, lost=True))
         return events
 
     def _agents(self) -> dict[str, AgentInfo]:
-        raw = self.engine.client.hvals(names.AGENTS_HASH)
-        return {info.id: info for info in (AgentInfo.model_validate_json(r) for r in raw)}
+        """The agents' announcements; a malformed one is logged (once) and skipped, never fatal."""
+        found = {}
+        for raw in self.engine.client.hvals(names.AGENTS_HASH):
+            try:
+                info = AgentInfo.model_validate_json(raw)
+            except ValueError as exc:
+                if raw not in self._bad_records:
+                    self._bad_records.add(raw)
+                    log.error("skipping a malformed agent record %r: %s", raw[:200], exc)
+                continue
+            found[info.id] = info
+        return found
 
-    def _alive(self, agent_id: str | None) -> bool:
-        return agent_id is not None and bool(self.engine.client.exists(names.agent_alive_key(agent_id)))
+    def _alive(self, agent_ids: set[str]) -> set[str]:
+        ids = sorted(agent_ids)
+        pipe = self.engine.client.pipeline(transaction=False)
+        for agent_id in ids:
+            pipe.exists(names.agent_alive_key(agent_id))
+        return {agent_id for agent_id, found in zip(ids, pipe.execute(), strict=True) if found}
 
     def stop(self) -> None:
         self._stop.set()
 
 
-def _event(step: StaleStep, state: StepState, error: str) -> StatusEvent:
+def _ttl(info: AgentInfo | None) -> float:
+    return (info.heartbeat_ttl_s if info else None) or DEFAULT_HEARTBEAT_TTL_S
+
+
+def _event(step: StaleStep, state: StepState, error: str, **fields: bool) -> StatusEvent:
     return StatusEvent(
         workflow_id=step.workflow_id,
         step_id=step.id,
@@ -98,4 +128,5 @@ def _event(step: StaleStep, state: StepState, error: str) -> StatusEvent:
         agent=step.agent or "engine",
         at=datetime.now(UTC),
         error=error,
+        **fields,
     )
