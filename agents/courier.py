@@ -17,6 +17,7 @@ import threading
 
 import redis
 
+from agents.connection import fail_fast
 from agents.outbox import Outbox, Running, process_start
 from agents.reporter import event_json
 from common import names
@@ -34,7 +35,7 @@ class Courier:
     def __init__(self, outbox: Outbox, broker_url: str, agent_id: str) -> None:
         self.outbox = outbox
         self.agent_id = agent_id
-        self.client = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
+        self.client = fail_fast(broker_url, 5.0)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="converge-courier", daemon=True)

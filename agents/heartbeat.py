@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import redis
 
 from agents.config import AgentSettings
+from agents.connection import fail_fast
 from common import names
 from common.models import AgentInfo
 
@@ -62,9 +63,7 @@ class Heartbeat:
     """
 
     def __init__(self, broker_url: str, info: AgentInfo, interval_s: float, ttl_s: float, link: Link) -> None:
-        self.client = redis.Redis.from_url(
-            broker_url, socket_timeout=interval_s, socket_connect_timeout=interval_s
-        )
+        self.client = fail_fast(broker_url, interval_s)
         self.info = info
         self.interval_s = interval_s
         self.ttl_s = ttl_s
@@ -87,13 +86,14 @@ class Heartbeat:
         try:
             self.beat()
         except redis.RedisError as exc:
-            log.warning(
-                "heartbeat failed (%d of %d before this agent ends its steps): %s",
-                self.link.failures + 1,
-                self.link.max_failures,
-                exc,
-            )
             self.link.failed()
+            failures, limit = self.link.failures, self.link.max_failures
+            if failures <= limit:
+                log.warning(
+                    "heartbeat failed (%d of %d before this agent ends its steps): %s", failures, limit, exc
+                )
+            elif failures % 30 == 0:  # cut off: say so now and then, not every beat
+                log.warning("still cannot reach Redis after %d heartbeats: %s", failures, exc)
         else:
             self.link.succeeded()
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from agents.connection import fail_fast
 from common import names
 from common.models import CheckResult, StepMessage
 from workflows.context import StepStopped
@@ -37,6 +38,10 @@ return 'already claimed'
 """
 
 
+REPORT_TIMEOUT_S = 5.0
+WATCH_TIMEOUT_S = 1.0
+
+
 class Claim(Enum):
     OURS = "ours"
     CANCELLED = "cancelled"
@@ -56,16 +61,25 @@ class Reporter:
         self.agent_id = agent_id
         self.outbox = outbox
         self._client: redis.Redis | None = None
+        self._watch_client: redis.Redis | None = None
         self._claim: Any = None
         self._pid = 0
 
     @property
     def client(self) -> redis.Redis:
         if self._client is None or self._pid != os.getpid():
-            self._client = redis.Redis.from_url(self.broker_url, socket_timeout=10)
+            self._client = fail_fast(self.broker_url, REPORT_TIMEOUT_S)
+            self._watch_client = fail_fast(self.broker_url, WATCH_TIMEOUT_S)
             self._claim = self._client.register_script(_CLAIM_AND_START)  # EVALSHA, loaded once
             self._pid = os.getpid()
         return self._client
+
+    @property
+    def watch_client(self) -> redis.Redis:
+        """For the step watcher's polls, which must not hold it up when Redis cannot be reached."""
+        self.client  # noqa: B018 -- (re)made with the main client, after a fork too
+        assert self._watch_client is not None
+        return self._watch_client
 
     def event(self, step: StepMessage, seq: int, state: str, **fields: Any) -> None:
         """Send a report that is not worth keeping (progress): lost if Redis cannot be reached now."""

@@ -59,7 +59,7 @@ class StepRunner:
         self.progress_interval_s = progress_interval_s
         self.claim_ttl_s = claim_ttl_s
         self.step_timeout_s = step_timeout_s
-        self.control = StepControl(lambda: reporter.client, claim_ttl_s, cut_off)
+        self.control = StepControl(lambda: reporter.watch_client, claim_ttl_s, cut_off)
 
     def misrouted(self, message: StepMessage) -> str | None:
         if message.role not in self.roles:

@@ -1,0 +1,20 @@
+"""Redis clients of the agent that fail fast, so that the agent notices a lost connection in time.
+
+redis-py retries a command three times with backoff by default: in a partition one heartbeat could then
+take many seconds, and `max_connection_failures` failed beats could outlast the heartbeat TTL that the
+engine waits before it runs the agent's steps again. Every client here gives up after one try of at most
+`timeout_s`; what must not be lost is kept in the outbox and sent again.
+"""
+
+from __future__ import annotations
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+
+def fail_fast(url: str, timeout_s: float) -> redis.Redis:
+    """A client whose commands give up after one try of at most `timeout_s`."""
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+    )
