@@ -68,6 +68,7 @@ def build_app(settings: AgentSettings, outbox: Outbox, link: Link) -> Celery:
         runner.run(StepMessage.model_validate(fields))
 
     app.conf.task_queues = [queue(q) for q in queues_for(settings)]
+    app.conf.worker_consumer = "agents.consumer:Consumer"  # junk Celery cannot use: counted and dropped
     if settings.broker_url.startswith("redis://"):
         app.conf.broker_transport = "agents.transport:Transport"
     return app
