@@ -9,26 +9,21 @@ raises one `SpecError` holding them all.
 from __future__ import annotations
 
 import difflib
-import gc
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import BadInput
 from common.names import valid_name
+from workflows import yamldoc
 from workflows.registry import Registry
+from workflows.yamldoc import Loc, Position
 
 API_VERSION = "converge/v1"
 
-# A key path into the document, as pydantic reports it: ("resources", 2, "spec", "path").
-Loc = tuple[str | int, ...]
-
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_STR, _SEQ, _MAP = (f"tag:yaml.org,2002:{name}" for name in ("str", "seq", "map"))
 _MISSING_HINTS = {
     "apiVersion": f"add `apiVersion: {API_VERSION}` at the top",
     "kind": "add `kind: DesiredState` at the top",
@@ -119,9 +114,7 @@ def load_file(path: str | Path, registry: Registry) -> DesiredState:
 
 def load_text(data: bytes | str, filename: str, registry: Registry) -> DesiredState:
     """Parse and check a desired-state document; `filename` is only used in the problems reported."""
-    text = _decode(data, filename)
-    with _gc_paused():
-        return _load(text, filename, registry)
+    return _load(_decode(data, filename), filename, registry)
 
 
 def _dotted(loc: Loc) -> str:
@@ -136,36 +129,33 @@ def _dotted(loc: Loc) -> str:
 
 
 def _load(text: str, filename: str, registry: Registry) -> DesiredState:
-    node, document, repeated = _parse(text, filename)
-    out = _Problems(filename, _Lines(node))
-    for key, first in repeated:
+    document = _parse(text, filename)
+    out = _Problems(filename, document.lines)
+    for repeated in document.repeated:
         message = (
-            f"key {key.value!r} appears twice in one mapping (first at line {first.start_mark.line + 1}), "
+            f"key {repeated.key!r} appears twice in one mapping (first at line {repeated.first_line}), "
             "and YAML keeps only the last: remove one"
         )
-        out.add_at((key.start_mark.line, key.start_mark.column), "", message)
-    state = _check_document(document, out, registry)
-    if out.problems or state is None:
+        out.add_at(repeated.position, "", message)
+    for loc in document.binary:
+        out.add(loc, "is binary data (!!binary), which no field takes: write the value as text")
+    state = _check_document(document.value, out, registry)
+    if out.found or state is None:
         raise SpecError(out.sorted())
     return state
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Building millions of long-lived nodes triggers full collections over and over: with the collector on,
-    # a 100,000-resource file loads three times slower. The node tree must be freed before it comes back on,
-    # or its first collection walks the whole tree. Loading creates next to no reference cycles.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _decode(data: bytes | str, filename: str) -> str:
     if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError as exc:  # only text sent to the API can hold one: a file is decoded
+            line = data.count("\n", 0, exc.start) + 1
+            message = (
+                f"the text holds a lone surrogate (U+{ord(data[exc.start]):04X}), which is not valid "
+                "Unicode: send it as UTF-8 text"
+            )
+            raise SpecError([Problem(file=filename, line=line, message=message)]) from None
         return data
     try:
         return data.decode("utf-8-sig")
@@ -178,66 +168,19 @@ def _decode(data: bytes | str, filename: str) -> str:
         raise SpecError([Problem(file=filename, line=line, message=message)]) from None
 
 
-def _parse(text: str, filename: str) -> tuple[yaml.Node, Any, list[tuple[yaml.Node, yaml.Node]]]:
-    """The node tree, the document, and the keys repeated in a mapping (with their first occurrence)."""
+def _parse(text: str, filename: str) -> yamldoc.Document:
+    """The document's value and where its parts are, or a SpecError saying why there is none."""
     try:
-        loader = _Loader(text)  # the pure-Python reader checks the characters here
-    except yaml.YAMLError as exc:
-        raise SpecError([_yaml_problem(exc, text, filename)]) from None
-    builder = _Builder(loader)
-    try:
-        node = loader.get_single_node()
-        document = None if node is None else builder.build(node)
+        document = yamldoc.read(text)
     except yaml.YAMLError as exc:
         raise SpecError([_yaml_problem(exc, text, filename)]) from None
     except RecursionError:
         message = "the YAML is nested too deeply: flatten it"
         raise SpecError([Problem(file=filename, message=message)]) from None
-    finally:
-        loader.dispose()
-    if node is None:
+    if document is None:
         message = "the file is empty: write a DesiredState document (see CLI.md, 'The desired-state file')"
         raise SpecError([Problem(file=filename, line=1, message=message)])
-    return node, document, builder.repeated
-
-
-class _Builder:
-    """Builds the value of a node tree: plain strings, lists and mappings here, anything else by PyYAML.
-
-    PyYAML's generic constructor costs a third of the load time of a large file; nearly every node is one
-    of these three, so the others (numbers, booleans, dates, merge keys, tags) go to the loader itself.
-    """
-
-    def __init__(self, loader: yaml.SafeLoader) -> None:
-        self._loader = loader
-        self._built: dict[int, Any] = {}  # a node under an anchor is built once and shared, as in PyYAML
-        self.repeated: list[tuple[yaml.Node, yaml.Node]] = []
-
-    def build(self, node: yaml.Node) -> Any:
-        if node.tag == _STR and isinstance(node, yaml.ScalarNode):
-            return node.value
-        if id(node) in self._built:
-            return self._built[id(node)]
-        if node.tag == _SEQ and isinstance(node, yaml.SequenceNode):
-            items: list[Any] = []
-            self._built[id(node)] = items
-            items.extend(self.build(item) for item in node.value)
-            return items
-        if node.tag == _MAP and isinstance(node, yaml.MappingNode) and self._plain_keys(node):
-            mapping: dict[str, Any] = {}
-            self._built[id(node)] = mapping
-            keys: dict[str, yaml.Node] = {}
-            for key, value in node.value:
-                first = keys.setdefault(key.value, key)
-                if first is not key:
-                    self.repeated.append((key, first))
-                mapping[key.value] = self.build(value)
-            return mapping
-        return self._loader.construct_object(node, deep=True)
-
-    @staticmethod
-    def _plain_keys(node: yaml.MappingNode) -> bool:
-        return all(key.tag == _STR and isinstance(key, yaml.ScalarNode) for key, _ in node.value)
+    return document
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str, filename: str) -> Problem:
@@ -255,61 +198,31 @@ def _yaml_problem(exc: yaml.YAMLError, text: str, filename: str) -> Problem:
     return Problem(file=filename, line=line, message=f"invalid YAML: {reason}: fix the syntax")
 
 
-class _Lines:
-    """Finds the 1-based line of a key path in the composed node tree, looking keys up lazily."""
+class _At(NamedTuple):
+    """Where a problem was placed directly, as opposed to a key path whose line is found at the end."""
 
-    def __init__(self, root: yaml.Node) -> None:
-        self._root = root
-        self._keys: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
-
-    def line(self, loc: Loc) -> int | None:
-        """The 1-based line of the deepest key or item of `loc` present in the file, if any."""
-        position = self.position(loc)
-        return None if position is None else position[0] + 1
-
-    def position(self, loc: Loc) -> tuple[int, int] | None:
-        """The 0-based (line, column) of the deepest key or item of `loc` present in the file."""
-        if not loc:
-            return self._root.start_mark.line, self._root.start_mark.column
-        node, position = self._root, None
-        for part in loc:
-            found = self._child(node, part)
-            if found is None:
-                break
-            mark = found[0].start_mark
-            position, node = (mark.line, mark.column), found[1]
-        return position
-
-    def _child(self, node: yaml.Node, part: str | int) -> tuple[yaml.Node, yaml.Node] | None:
-        if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            items: list[yaml.Node] = node.value
-            return (items[part], items[part]) if 0 <= part < len(items) else None
-        if isinstance(node, yaml.MappingNode):
-            keys = self._keys.get(id(node))
-            if keys is None:
-                keys = self._keys[id(node)] = {str(key.value): (key, value) for key, value in node.value}
-            return keys.get(str(part))
-        return None
+    position: Position | None
 
 
 class _Problems:
-    """Collects problems, filling in the file name and the line of each field."""
+    """Collects problems; fills in the file name, and the line of each field once all are known."""
 
-    def __init__(self, filename: str, lines: _Lines) -> None:
+    def __init__(self, filename: str, lines: yamldoc.Lines) -> None:
         self.filename = filename
         self.lines = lines
-        self.problems: list[Problem] = []
-        self._order: list[tuple[int, int]] = []
+        self._found: list[tuple[Loc | _At, str, str]] = []  # where, field, message
+
+    @property
+    def found(self) -> bool:
+        return bool(self._found)
 
     def add(self, loc: Loc, message: str, at: Loc | None = None) -> None:
         """Add a problem with field `loc`, at the line of `loc` (or of `at` when given)."""
-        self.add_at(self.lines.position(loc if at is None else at), _dotted(loc), message)
+        self._found.append((loc if at is None else at, _dotted(loc), message))
 
-    def add_at(self, position: tuple[int, int] | None, field: str, message: str) -> None:
+    def add_at(self, position: Position | None, field: str, message: str) -> None:
         """Add a problem at a 0-based (line, column) of the file."""
-        line = None if position is None else position[0] + 1
-        self.problems.append(Problem(file=self.filename, line=line, field=field, message=message))
-        self._order.append((-1, -1) if position is None else position)
+        self._found.append((_At(position), field, message))
 
     def add_validation(self, prefix: Loc, error: ValidationError, model: type[BaseModel]) -> None:
         """Add each error pydantic found, its location taken relative to `prefix`."""
@@ -319,8 +232,18 @@ class _Problems:
 
     def sorted(self) -> list[Problem]:
         """The problems in the order of their place in the file."""
-        order = sorted(range(len(self.problems)), key=self._order.__getitem__)
-        return [self.problems[index] for index in order]
+        self.lines.load(where for where, _, _ in self._found if not isinstance(where, _At))
+        placed = [
+            (where.position if isinstance(where, _At) else self.lines.position(where), field, message)
+            for where, field, message in self._found
+        ]
+        placed.sort(key=lambda problem: problem[0] or (-1, -1))
+        return [
+            Problem(
+                file=self.filename, line=None if at is None else at.line + 1, field=field, message=message
+            )
+            for at, field, message in placed
+        ]
 
 
 def _validation_message(detail: Any, loc: Loc, model: type[BaseModel], top: bool) -> str:
