@@ -40,7 +40,9 @@ def take(row: Row, ev: StatusEvent, now: float) -> Verdict:
     done with the old attempt, and the new one (`superseded`) must be dropped.
     """
     if late_success(row, ev):
-        row.update(attempt=ev.attempt, state=StepState.STARTED, last_seq=0, not_before=None, error=None)
+        row.update(
+            attempt=ev.attempt, state=StepState.STARTED, last_seq=0, not_before=None, lost_attempt=None
+        )
         move(row, ev, now)
         return Verdict.LATE_SUCCESS
     if ev.attempt != row["attempt"]:
@@ -51,9 +53,10 @@ def take(row: Row, ev: StatusEvent, now: float) -> Verdict:
 
 
 def late_success(row: Row, ev: StatusEvent) -> bool:
+    """A success of the attempt the engine gave up on unheard, while the next one has not started."""
     return (
         ev.state == StepState.SUCCEEDED
-        and ev.attempt == row["attempt"] - 1
+        and ev.attempt == row.get("lost_attempt") == row["attempt"] - 1
         and row["state"] in (StepState.PENDING, StepState.QUEUED)
     )
 
@@ -93,9 +96,10 @@ def retry(row: Row, ev: StatusEvent, now: float) -> bool:
     if ev.retryable is False or row["attempt"] >= row["retry_attempts"]:
         return False
     delay = 0.0 if ev.lost else backoff_s(row["retry_backoff_s"], row["attempt"])
-    error = row["error"]
-    reset(row, row["attempt"] + 1, StepState.PENDING)
+    error, attempt = row["error"], row["attempt"]
+    reset(row, attempt + 1, StepState.PENDING)
     row["not_before"] = now + delay
+    row["lost_attempt"] = attempt if ev.lost else None
     when = "now" if ev.lost else f"in {delay:.1f}s"
     row["message"] = f"attempt {row['attempt'] - 1} failed ({error}); retrying {when}"
     return True
@@ -115,6 +119,7 @@ def reset(row: Row, attempt: int, state: StepState) -> None:
         started_at=None,
         finished_at=None,
         last_report_at=None,
+        lost_attempt=None,
     )
 
 

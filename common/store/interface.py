@@ -25,6 +25,15 @@ class RecordResult:
 
 
 @dataclass
+class Created:
+    """What submitting a planned workflow did: stored it, or found one converging to the same state."""
+
+    workflow_id: str  # the new workflow, or the active one with the same digest
+    created: bool
+    ready: list[StepMessage] = field(default_factory=list)  # the new workflow's first steps: publish them
+
+
+@dataclass
 class StopResult:
     """What cancelling (or aborting) a workflow asks of the agents: stop or drop these step attempts."""
 
@@ -44,11 +53,15 @@ class StaleStep(NamedTuple):
 
 
 class Store(Protocol):
-    def create_workflow(self, plan: WorkflowPlan, source: str) -> list[StepMessage]:
-        """Persist a planned workflow and return its first steps, already marked `queued`."""
+    def create_workflow(self, plan: WorkflowPlan, source: str) -> Created:
+        """Persist a planned workflow, its first steps marked `queued`; unless a workflow converging to the
+        same desired state (the same digest) is still pending or running: then return that one, not created.
+
+        Atomic: two identical submissions at once make one workflow, also from two processes.
+        """
 
     def active_by_digest(self, digest: str) -> str | None:
-        """The id of an unfinished workflow converging to the same desired state, if any."""
+        """The id of the pending or running workflow converging to the same desired state, if any."""
 
     def workflow(self, workflow_id: str, *, steps: bool = True) -> WorkflowView | None: ...
 

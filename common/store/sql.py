@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -11,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, ScalarSelect, bindparam, create_engine, event, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from common import lifecycle
-from common.errors import NotFound, Refused, Unreachable
+from common.errors import BadInput, NotFound, Refused, Unreachable
 from common.lifecycle import Verdict
 from common.models import (
     FINISHED_WORKFLOW,
@@ -26,17 +27,21 @@ from common.models import (
     WorkflowState,
     WorkflowView,
 )
-from common.store.interface import RecordResult, StaleStep, StopResult
-from common.store.tables import metadata, steps, workflows
+from common.settings import redact
+from common.store.interface import Created, RecordResult, StaleStep, StopResult
+from common.store.tables import ACTIVE_WORKFLOW, metadata, steps, workflows
+from common.store.upgrade import upgrade
 
 if TYPE_CHECKING:
     from workflows.plan import WorkflowPlan
+
+log = logging.getLogger("converge.store")
 
 _RETRYABLE_WORKFLOW = {WorkflowState.FAILED, WorkflowState.ABORTED, WorkflowState.CANCELLED}
 
 # What an event can change on a step, and what recording events reads (not the spec, which can be big).
 _SAVED = ["state", "changed", "agent", "progress", "message", "error", "started_at", "finished_at"]
-_SAVED += ["last_seq", "last_report_at", "attempt", "not_before", "waiting"]
+_SAVED += ["last_seq", "last_report_at", "attempt", "not_before", "waiting", "lost_attempt"]
 _EVENT_COLUMNS = [
     steps.c[name] for name in ["id", "workflow_id", "dependents", "retry_attempts", "retry_backoff_s"]
 ]
@@ -57,7 +62,14 @@ def _ts(value: float | None) -> datetime | None:
 def open_store(url: str) -> SqlStore:
     """Open (and create if needed) the store at a SQLAlchemy URL. Raises Unreachable with the URL."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise Unreachable(
+                f"cannot create the store's folder {folder} ({exc.strerror}): point CONVERGE_STORE_URL "
+                "(or --store-url) at a folder this user can write"
+            ) from exc
     try:
         # A pre-ping is a round trip per transaction: worth it for a server that drops idle connections,
         # pointless for a file.
@@ -65,8 +77,19 @@ def open_store(url: str) -> SqlStore:
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         metadata.create_all(engine)
+        for added in upgrade(engine):
+            log.info("store upgraded: %s added", added)
     except SQLAlchemyError as exc:
-        raise Unreachable(f"cannot open the store at {url}: {exc.__class__.__name__}: {exc}") from exc
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
+        raise Unreachable(
+            f"cannot open the store at {redact(url)} ({exc.__class__.__name__}: {reason}): start the "
+            "database, or point CONVERGE_STORE_URL (or --store-url) at it"
+        ) from exc
+    except ImportError as exc:
+        raise BadInput(
+            f"the store {redact(url)} needs the database driver {exc.name!r}: install it, or name another "
+            "driver in CONVERGE_STORE_URL (e.g. postgresql+psycopg://...)"
+        ) from exc
     return SqlStore(engine)
 
 
@@ -92,51 +115,46 @@ class SqlStore:
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def create_workflow(self, plan: WorkflowPlan, source: str) -> list[StepMessage]:
+    def create_workflow(self, plan: WorkflowPlan, source: str) -> Created:
+        """Store a planned workflow, unless one converging to the same desired state is still active.
+
+        The check and the insert are one transaction under the write lock; the partial unique index on the
+        digest of active workflows holds them together across processes too (the loser returns the winner).
+        """
+        rows = _step_rows(plan)
+        try:
+            with self._write, self.engine.begin() as conn:
+                existing = self._active(conn, plan.digest)
+                if existing is not None:
+                    return Created(existing, created=False)
+                self._insert(conn, plan, source, rows)
+        except IntegrityError:
+            existing = self.active_by_digest(plan.digest)
+            if existing is None:
+                raise
+            return Created(existing, created=False)
+        ready = [self._message(r) for r in rows if r["state"] == StepState.QUEUED]
+        return Created(plan.id, created=True, ready=ready)
+
+    def _insert(self, conn: Connection, plan: WorkflowPlan, source: str, rows: list[dict[str, Any]]) -> None:
         now = time.time()
-        rows = [
-            {
-                "id": s.id,
-                "workflow_id": plan.id,
-                "idx": s.index,
-                "resource": s.resource,
-                "kind": s.kind,
-                "name": s.name,
-                "role": s.role,
-                "scope": s.scope,
-                "spec": json.dumps(s.spec),
-                "depends_on": json.dumps(s.depends_on),
-                "dependents": json.dumps(s.dependents),
-                "waiting": len(s.depends_on),
-                "state": StepState.QUEUED if not s.depends_on else StepState.PENDING,
-                "attempt": 1,
-                "last_seq": 0,
-                "timeout_s": s.timeout_s,
-                "retry_attempts": s.retry_attempts,
-                "retry_backoff_s": s.retry_backoff_s,
-                "credentials": json.dumps(s.credentials),
-            }
-            for s in plan.steps
-        ]
         state = WorkflowState.RUNNING if rows else WorkflowState.SUCCEEDED
-        with self._write, self.engine.begin() as conn:
-            conn.execute(
-                workflows.insert(),
-                {
-                    "id": plan.id,
-                    "name": plan.name,
-                    "digest": plan.digest,
-                    "state": state,
-                    "history": state == WorkflowState.SUCCEEDED,
-                    "created_at": now,
-                    "updated_at": now,
-                    "finished_at": now if not rows else None,
-                    "source": source,
-                },
-            )
-            if rows:
-                conn.execute(steps.insert(), rows)
-        return [self._message(r) for r in rows if r["state"] == StepState.QUEUED]
+        conn.execute(
+            workflows.insert(),
+            {
+                "id": plan.id,
+                "name": plan.name,
+                "digest": plan.digest,
+                "state": state,
+                "history": state == WorkflowState.SUCCEEDED,
+                "created_at": now,
+                "updated_at": now,
+                "finished_at": now if not rows else None,
+                "source": source,
+            },
+        )
+        if rows:
+            conn.execute(steps.insert(), rows)
 
     def record(self, events: list[StatusEvent]) -> RecordResult:
         result = RecordResult()
@@ -236,6 +254,13 @@ class SqlStore:
             if state not in _RETRYABLE_WORKFLOW:
                 raise Refused(
                     f"workflow {workflow_id} is {state}: only failed, aborted or cancelled ones retry"
+                )
+            digest = select(workflows.c.digest).where(workflows.c.id == workflow_id).scalar_subquery()
+            twin = self._active(conn, digest)
+            if twin is not None:  # one active workflow per desired state (see create_workflow)
+                raise Refused(
+                    f"workflow {twin} is applying the same desired state now: follow it, or retry "
+                    f"{workflow_id} once it has finished"
                 )
             rows = {r["id"]: dict(r) for r in self._steps_of(conn, workflow_id)}
             done = {i for i, r in rows.items() if r["state"] == StepState.SUCCEEDED}
@@ -368,12 +393,14 @@ class SqlStore:
 
     def active_by_digest(self, digest: str) -> str | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(workflows.c.id).where(
-                    workflows.c.digest == digest,
-                    workflows.c.state.in_([WorkflowState.PENDING, WorkflowState.RUNNING]),
-                )
-            ).first()
+            return self._active(conn, digest)
+
+    def _active(self, conn: Connection, digest: str | ScalarSelect[Any]) -> str | None:
+        """The pending or running workflow with this digest (a value, or a query giving one)."""
+        query = select(workflows.c.id).where(
+            workflows.c.digest == digest, workflows.c.state.in_(ACTIVE_WORKFLOW)
+        )
+        row = conn.execute(query).first()
         return None if row is None else str(row[0])
 
     def workflow(self, workflow_id: str, *, steps: bool = True) -> WorkflowView | None:
@@ -428,6 +455,33 @@ class SqlStore:
             credentials=json.loads(row["credentials"]),
             timeout_s=row["timeout_s"],
         )
+
+
+def _step_rows(plan: WorkflowPlan) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": s.id,
+            "workflow_id": plan.id,
+            "idx": s.index,
+            "resource": s.resource,
+            "kind": s.kind,
+            "name": s.name,
+            "role": s.role,
+            "scope": s.scope,
+            "spec": json.dumps(s.spec),
+            "depends_on": json.dumps(s.depends_on),
+            "dependents": json.dumps(s.dependents),
+            "waiting": len(s.depends_on),
+            "state": StepState.QUEUED if not s.depends_on else StepState.PENDING,
+            "attempt": 1,
+            "last_seq": 0,
+            "timeout_s": s.timeout_s,
+            "retry_attempts": s.retry_attempts,
+            "retry_backoff_s": s.retry_backoff_s,
+            "credentials": json.dumps(s.credentials),
+        }
+        for s in plan.steps
+    ]
 
 
 def _workflow_view(row: Any) -> WorkflowView:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
 
+from common.models import WorkflowState
+
 metadata = MetaData()
+# A workflow in these states is active: a second submission of its desired state returns it.
+ACTIVE_WORKFLOW = (WorkflowState.PENDING.value, WorkflowState.RUNNING.value)
 
 workflows = Table(
     "converge_workflows",
@@ -20,6 +24,15 @@ workflows = Table(
     Column("source", Text, nullable=False),
     Index("ix_workflows_active", "history", "state"),
     Index("ix_workflows_digest", "digest"),
+)
+# At most one active workflow per desired state, whichever process submits it: the store's check-and-insert
+# holds within one engine, this holds across engines sharing a store.
+Index(
+    "ux_workflows_active_digest",
+    workflows.c.digest,
+    unique=True,
+    sqlite_where=workflows.c.state.in_(ACTIVE_WORKFLOW),
+    postgresql_where=workflows.c.state.in_(ACTIVE_WORKFLOW),
 )
 
 steps = Table(
@@ -49,6 +62,9 @@ steps = Table(
     Column("last_seq", Integer, nullable=False),
     Column("last_report_at", Float),
     Column("not_before", Float),  # a retry waiting out its backoff: dispatched once this time has passed
+    # The attempt before this one, when the engine gave up on it unheard (lost with its agent): a success it
+    # reports late still counts, until this attempt has started.
+    Column("lost_attempt", Integer),
     Column("timeout_s", Float),
     Column("retry_attempts", Integer, nullable=False),
     Column("retry_backoff_s", Float, nullable=False),

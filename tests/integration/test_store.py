@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from common.errors import Refused
 from common.models import StatusEvent, StepState, WorkflowState
-from common.store import SqlStore, open_store
+from common.store import Created, SqlStore, open_store
+from common.store.tables import workflows
 from workflows.plan import plan
 from workflows.registry import default_registry
 from workflows.spec import load_text
@@ -44,8 +48,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
 
 def new_workflow(store: SqlStore, workflow_id: str, source: str = SOURCE) -> list[str]:
     desired = load_text(source, "contract.yaml", default_registry())
-    first = store.create_workflow(plan(desired, workflow_id), source)
-    return [m.step_id for m in first]
+    created = store.create_workflow(plan(desired, workflow_id), source)
+    assert created.created and created.workflow_id == workflow_id
+    return [m.step_id for m in created.ready]
 
 
 def event(step_id: str, seq: int, state: str, attempt: int = 1, **fields: object) -> StatusEvent:
@@ -236,3 +241,84 @@ def test_pruning_removes_history_older_than_the_retention_only(store: SqlStore) 
     assert store.prune(time.time() - 30 * 86400) == 1
     assert [w.id for w in store.workflows(history=True)] == ["new"]
     assert store.workflow("old") is None
+
+
+def fail_for_good(store: SqlStore, workflow_id: str) -> None:
+    store.record(
+        [event(f"{workflow_id}.0", 1, "started"), event(f"{workflow_id}.0", 2, "failed", retryable=False)]
+    )
+    store.record(succeed(f"{workflow_id}.3"))
+    assert store.workflow(workflow_id).state == WorkflowState.FAILED  # type: ignore[union-attr]
+
+
+def submit(store: SqlStore, workflow_id: str) -> Created:
+    return store.create_workflow(
+        plan(load_text(SOURCE, "contract.yaml", default_registry()), workflow_id), SOURCE
+    )
+
+
+def test_the_same_desired_state_while_its_workflow_is_active_returns_that_workflow(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+
+    again = submit(store, "w2")
+
+    assert (again.workflow_id, again.created, again.ready) == ("w1", False, [])
+    assert store.workflow("w2") is None
+
+
+def test_identical_submissions_at_once_make_one_workflow(store: SqlStore) -> None:
+    submitters = 8
+    barrier = threading.Barrier(submitters)
+
+    def one(index: int) -> Created:
+        barrier.wait()
+        return submit(store, f"w{index}")
+
+    with ThreadPoolExecutor(submitters) as pool:
+        results = list(pool.map(one, range(submitters)))
+
+    assert sum(r.created for r in results) == 1
+    assert len({r.workflow_id for r in results}) == 1
+    assert [w.id for w in store.workflows()] == [results[0].workflow_id]
+
+
+def test_a_submission_that_loses_to_another_process_returns_the_winner(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new_workflow(store, "w1")
+    # Another engine's insert landed between this one's check and its insert: only the index sees it.
+    checks = iter([None])
+    real_active = store._active
+    monkeypatch.setattr(store, "_active", lambda conn, digest: next(checks, real_active(conn, digest)))
+
+    again = submit(store, "w2")
+
+    assert (again.workflow_id, again.created) == ("w1", False)
+    assert store.workflow("w2") is None
+
+
+def test_an_active_desired_state_is_unique_in_the_schema_itself(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    row: dict[str, object] = {"name": "x", "digest": _digest(), "source": ""}
+    row |= {"history": False, "created_at": 0.0, "updated_at": 0.0}
+    with pytest.raises(IntegrityError), store.engine.begin() as conn:
+        conn.execute(workflows.insert(), {**row, "id": "w2", "state": WorkflowState.RUNNING})
+    with store.engine.begin() as conn:  # a finished one may share it
+        conn.execute(workflows.insert(), {**row, "id": "w3", "state": WorkflowState.FAILED})
+
+
+def test_a_failed_workflow_does_not_block_its_desired_state_but_cannot_retry_beside_it(
+    store: SqlStore,
+) -> None:
+    new_workflow(store, "w1")
+    fail_for_good(store, "w1")
+
+    second = submit(store, "w2")
+
+    assert (second.workflow_id, second.created) == ("w2", True)
+    with pytest.raises(Refused, match="workflow w2 is applying the same desired state"):
+        store.retry("w1")
+
+
+def _digest() -> str:
+    return plan(load_text(SOURCE, "contract.yaml", default_registry()), "x").digest

@@ -109,3 +109,12 @@ def test_a_workflow_finishes_only_when_nothing_can_move_any_more() -> None:
     assert state({StepState.TIMED_OUT: 1, StepState.FAILED: 1}, 0, cancelling=False) == WorkflowState.ABORTED
     assert state({StepState.FAILED: 1}, 0, cancelling=True) == WorkflowState.CANCELLED
     assert state({}, 0, cancelling=False) == WorkflowState.SUCCEEDED
+
+
+def test_a_late_success_counts_only_for_an_attempt_the_engine_gave_up_on_unheard() -> None:
+    step = row(state=StepState.STARTED, error="exit 1")
+    assert lifecycle.retry(step, event("failed", seq=2), NOW)  # the step itself said it failed
+    step["state"] = StepState.QUEUED
+
+    assert lifecycle.take(step, event("succeeded", attempt=1, seq=3), NOW) is Verdict.STALE
+    assert (step["state"], step["attempt"]) == (StepState.QUEUED, 2)

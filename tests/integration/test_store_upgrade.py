@@ -1,0 +1,36 @@
+"""A store made by an older Converge is upgraded when it is opened: new columns and indexes are added."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy
+
+from common.store import open_store
+
+
+def test_a_store_without_the_newer_columns_and_indexes_gets_them_and_keeps_its_rows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    open_store(url).close()
+    old = sqlalchemy.create_engine(url)
+    with old.begin() as conn:  # what a store of the previous release lacks
+        conn.execute(sqlalchemy.text("DROP INDEX ux_workflows_active_digest"))
+        conn.execute(sqlalchemy.text("ALTER TABLE converge_steps DROP COLUMN lost_attempt"))
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO converge_workflows (id, name, digest, state, history, created_at, updated_at, "
+                "source) VALUES ('w1', 'n', 'd', 'running', 0, 1, 1, 's')"
+            )
+        )
+    old.dispose()
+
+    store = open_store(url)
+    try:
+        inspector = sqlalchemy.inspect(store.engine)
+        assert "lost_attempt" in {c["name"] for c in inspector.get_columns("converge_steps")}
+        assert "ux_workflows_active_digest" in {
+            i["name"] for i in inspector.get_indexes("converge_workflows")
+        }
+        assert store.workflow("w1") is not None
+    finally:
+        store.close()
