@@ -12,6 +12,8 @@ STEP_TASK = "converge.step"
 ENGINE_QUEUE = "converge.engine"
 STATUS_STREAM = "converge:status"
 STATUS_GROUP = "engine"
+# Status entries the engine could not record (malformed, or refused by the store N times), with the error.
+DEAD_LETTER_STREAM = "converge:status:dead"
 AGENTS_HASH = "converge:agents"
 # Set by the engine; gone means Redis lost its data (a restart without persistence), queued steps too.
 BROKER_MARK = "converge:broker-mark"

@@ -1,7 +1,16 @@
 """The status ingester: reads the status stream through a consumer group, records, then acknowledges.
 
-An entry is acknowledged only after the store has committed it, so a crash loses nothing: the pending
-entries are read again on restart, and the store ignores what it already has (step, attempt, sequence).
+An entry is acknowledged only after the store has committed it, so a crash loses nothing, and the store
+ignores what it already has (step, attempt, sequence). Nothing is stranded either:
+
+- After any failure the ingester reads its own pending entries again ("0") before new ones (">"), and
+  every CLAIM_EVERY_S it claims the entries another consumer of the group left idle (an engine that died).
+- A store that is down (locked, unreachable, out of disk: see `engine.health.store_is_down`) counts
+  against no entry: the ingester backs off (BACKOFF_MIN_S doubling to BACKOFF_MAX_S), says so once, and
+  says when the store is back.
+- Any other error is blamed on the batch: its halves are recorded apart, down to the one entry that
+  fails alone. After MAX_FAILURES failures that entry goes to the dead-letter stream, and the rest goes on.
+- A malformed entry (not JSON, not a status event) goes to the dead-letter stream at once.
 """
 
 from __future__ import annotations
@@ -11,12 +20,15 @@ import threading
 import time
 from collections.abc import Callable
 
+import kombu.exceptions
 import redis
 from pydantic import TypeAdapter, ValidationError
 
 from common import names
 from common.models import StatusEvent
 from common.store import RecordResult, Store
+from engine import deadletters
+from engine.health import describe, store_is_down
 
 log = logging.getLogger("converge.engine")
 
@@ -25,6 +37,21 @@ log = logging.getLogger("converge.engine")
 # together. One or two events at a time (an idle engine, a chain of steps) never wait.
 LINGER_MIN = 3
 LINGER_S = 0.004
+MAX_FAILURES = 3
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 5.0
+CLAIM_EVERY_S = 30.0
+CLAIM_IDLE_MS = 60_000  # longer than any batch takes, so a live consumer's entries are left alone
+
+# What publishing raises when Redis cannot be reached: redis-py's errors, kombu's, or the socket's own.
+_REDIS_DOWN = (redis.RedisError, kombu.exceptions.OperationalError, OSError)
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+Parsed = tuple[Entry, StatusEvent]
+
+
+class StoreDown(Exception):
+    """The store cannot be used now: retry the batch later, blaming no entry."""
 
 
 class Ingester:
@@ -37,14 +64,24 @@ class Ingester:
         act: Callable[[RecordResult], None],
         consumer: str = "engine-1",
         batch: int = 1000,
+        *,
+        max_failures: int = MAX_FAILURES,
+        claim_idle_ms: int = CLAIM_IDLE_MS,
     ) -> None:
         self.client = client
         self.store = store
         self.act = act
         self.consumer = consumer
         self.batch = batch
+        self.max_failures = max_failures
+        self.claim_idle_ms = claim_idle_ms
+        self.failures: dict[bytes, tuple[int, str]] = {}  # entry id -> times refused alone, last error
+        self.store_down_since: float | None = None
+        self.backoff_s = BACKOFF_MIN_S
         self._stop = threading.Event()
-        self._backlog = True  # first re-read what was delivered to us but never acknowledged
+        self._reread = True  # read our pending entries ("0") before new ones: at start, after a failure
+        self._next_claim = 0.0
+        self._owed: list[RecordResult] = []  # recorded, but acting on it (publishing) failed: act again
 
     def ensure_group(self) -> None:
         try:
@@ -53,8 +90,7 @@ class Ingester:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _read(self, count: int, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        start = "0" if self._backlog else ">"
+    def _read(self, start: str, count: int, block_ms: int | None) -> list[Entry]:
         reply = self.client.xreadgroup(
             names.STATUS_GROUP, self.consumer, {names.STATUS_STREAM: start}, count=count, block=block_ms
         )
@@ -62,32 +98,169 @@ class Ingester:
 
     def run_once(self, block_ms: int = 1000) -> int:
         """Read, record and acknowledge one batch. Returns the number of entries handled."""
-        entries = self._read(self.batch, None if self._backlog else block_ms)
-        if self._backlog and not entries:
-            self._backlog = False
-            return 0
-        if LINGER_MIN <= len(entries) < self.batch and not self._backlog:
+        self._act_owed()
+        self._claim_idle()
+        rereading = self._reread
+        entries = self._read("0", self.batch, None) if rereading else []
+        if not entries:
+            self._reread = rereading = False  # nothing of ours is pending any more: read new entries
+            entries = self._read(">", self.batch, block_ms)
+            if not entries:
+                return 0
+        if not rereading and LINGER_MIN <= len(entries) < self.batch:
             # A busy stream: a few milliseconds more turn many small transactions into one.
             time.sleep(LINGER_S)
-            entries += self._read(self.batch - len(entries), None)
-        events = _parse([fields.get(b"e", b"") for _, fields in entries])
+            entries += self._read(">", self.batch - len(entries), None)
+        self._reread = True  # until this batch is acknowledged
+        gone = [e for e in entries if not e[1]]  # deleted from the stream while pending: only acknowledge
+        parsed, junk = _parse([e for e in entries if e[1]] if gone else entries)
+        try:
+            refused = self._record(parsed)
+        except StoreDown as exc:
+            self._settle(gone, [], junk)
+            self._store_down(exc, len(parsed))
+            return 0
+        if parsed:
+            self._store_back()
+        done = gone + [entry for entry, _ in parsed if not refused or entry[0] not in refused]
+        self._settle(done, [entry for entry, _ in parsed if entry[0] in refused], junk)
+        self._reread = rereading or bool(refused)
+        return len(done) + len(junk)
+
+    def _record(self, batch: list[Parsed]) -> set[bytes]:
+        """Record a batch; blame a refusal on halves, down to the entry refused alone. Returns those ids."""
+        if not batch:
+            return set()
         began = time.perf_counter()
-        result = self.store.record(events)
-        self.act(result)
-        log.debug("recorded %d events in %.1f ms", len(events), (time.perf_counter() - began) * 1000)
-        ids = [entry_id for entry_id, _ in entries]
+        try:
+            result = self.store.record([ev for _, ev in batch])
+        except Exception as exc:
+            if store_is_down(exc):
+                raise StoreDown(describe(exc)) from exc
+            refusal = exc
+        else:
+            log.debug("recorded %d events in %.1f ms", len(batch), (time.perf_counter() - began) * 1000)
+            self._act(result)
+            if result.stale or result.duplicate:
+                log.info(
+                    "recorded %d stale and %d duplicate status events: nothing changed",
+                    result.stale,
+                    result.duplicate,
+                )
+            return set()
+        if len(batch) > 1:
+            mid = len(batch) // 2
+            return self._record(batch[:mid]) | self._record(batch[mid:])
+        self._refused(batch[0], refusal)
+        return {batch[0][0][0]}
+
+    def _act_owed(self) -> None:
+        """Publish what was recorded while Redis could not be reached; a failure of another kind is not
+        retried for ever (it would hold up ingestion): it is logged."""
+        while self._owed:
+            try:
+                self.act(self._owed[0])
+            except _REDIS_DOWN:
+                raise
+            except Exception:
+                log.exception("acting on recorded status events failed; not trying again")
+            self._owed.pop(0)
+
+    def _act(self, result: RecordResult) -> None:
+        try:
+            self.act(result)
+        except _REDIS_DOWN:
+            self._owed.append(result)  # the store has it: only publishing is left, once Redis is back
+            raise
+
+    def _refused(self, parsed: Parsed, exc: Exception) -> None:
+        (entry_id, _), ev = parsed
+        count = self.failures.get(entry_id, (0, ""))[0] + 1
+        self.failures[entry_id] = (count, describe(exc))
+        log.warning(
+            "the store refused status entry %s (step %s, attempt %d, seq %d), %d of %d times: %s",
+            entry_id.decode(),
+            ev.step_id,
+            ev.attempt,
+            ev.seq,
+            count,
+            self.max_failures,
+            describe(exc),
+            exc_info=count == 1,
+        )
+
+    def _settle(self, done: list[Entry], refused: list[Entry], junk: list[tuple[Entry, str]]) -> None:
+        """Acknowledge what was recorded; move malformed entries, and those refused too often, aside."""
+        pipe = self.client.pipeline()
+        for (entry_id, fields), error in junk:
+            log.error("dead-lettering malformed status entry %s: %s", entry_id.decode(), error)
+            deadletters.bury(pipe, entry_id, fields, error, 1)
+        for entry_id, fields in refused:
+            count, error = self.failures[entry_id]
+            if count >= self.max_failures:
+                log.error(
+                    "dead-lettering status entry %s, refused %d times; see `converge dead-letters`",
+                    entry_id.decode(),
+                    count,
+                )
+                deadletters.bury(pipe, entry_id, fields, error, count)
+                del self.failures[entry_id]
+        ids = [entry_id for entry_id, _ in done]
         if ids:
-            pipe = self.client.pipeline()
             pipe.xack(names.STATUS_STREAM, names.STATUS_GROUP, *ids)
             pipe.xdel(names.STATUS_STREAM, *ids)
-            pipe.execute()
-        if result.stale or result.duplicate:
-            log.info(
-                "recorded %d stale and %d duplicate status events: nothing changed",
-                result.stale,
-                result.duplicate,
+            if self.failures:
+                for entry_id in ids:
+                    self.failures.pop(entry_id, None)
+        pipe.execute()
+
+    def _store_down(self, exc: StoreDown, waiting: int) -> None:
+        if self.store_down_since is None:
+            self.store_down_since = time.time()
+            log.error(
+                "the store is down (%s): %d status events wait in the stream, retried until it is back",
+                exc,
+                waiting,
             )
-        return len(entries)
+        else:
+            self.backoff_s = min(BACKOFF_MAX_S, self.backoff_s * 2)
+
+    def _store_back(self) -> None:
+        if self.store_down_since is not None:
+            log.warning(
+                "the store is back: recording status events again, after %.0f s",
+                time.time() - self.store_down_since,
+            )
+        self.store_down_since = None
+        self.backoff_s = BACKOFF_MIN_S
+
+    def _claim_idle(self) -> None:
+        """Take over the entries any consumer of the group read and left idle (an engine that died)."""
+        now = time.monotonic()
+        if now < self._next_claim:
+            return
+        self._next_claim = now + CLAIM_EVERY_S
+        cursor = "0-0"
+        for _ in range(100):  # bounded: 100 pages of `batch` entries each pass
+            reply = self.client.xautoclaim(
+                names.STATUS_STREAM,
+                names.STATUS_GROUP,
+                self.consumer,
+                self.claim_idle_ms,
+                cursor,
+                count=self.batch,
+            )
+            cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            if reply[1]:
+                self._reread = True
+                log.warning(
+                    "took over %d status entries left unacknowledged for over %.0f s (by an engine that "
+                    "stopped?)",
+                    len(reply[1]),
+                    self.claim_idle_ms / 1000,
+                )
+            if cursor == "0-0":
+                return
 
     def run(self) -> None:
         self._recreate_group()  # guarded: with Redis down, the loop's NOGROUP handling tries again
@@ -95,6 +268,7 @@ class Ingester:
             try:
                 self.run_once()
             except redis.ResponseError as exc:
+                self._reread = True
                 if "NOGROUP" in str(exc):
                     # Redis lost the stream (a restart without persistence): make the group again.
                     log.warning("the status stream's consumer group is gone; creating it again")
@@ -103,11 +277,16 @@ class Ingester:
                     log.warning("status stream error (%s); retrying", exc)
                     self._stop.wait(1.0)
             except redis.RedisError as exc:
+                self._reread = True
                 log.warning("status stream unavailable (%s); retrying", exc)
                 self._stop.wait(1.0)
             except Exception:
+                self._reread = True
                 log.exception("status ingestion failed; retrying")
                 self._stop.wait(1.0)
+            else:
+                if self.store_down_since is not None:
+                    self._stop.wait(self.backoff_s)
 
     def _recreate_group(self) -> None:
         try:
@@ -123,15 +302,30 @@ class Ingester:
 _EVENTS = TypeAdapter(list[StatusEvent])
 
 
-def _parse(raw: list[bytes]) -> list[StatusEvent]:
-    """Validate a batch of events in one call; on a malformed one, fall back to one by one and drop it."""
+def _parse(entries: list[Entry]) -> tuple[list[Parsed], list[tuple[Entry, str]]]:
+    """Validate a batch of events in one call; on a malformed one, fall back to one by one.
+
+    Returns the events with their entries, and the malformed entries with what is wrong with them.
+    """
+    raw = [fields.get(b"e", b"") for _, fields in entries]
     try:
-        return _EVENTS.validate_json(b"[" + b",".join(raw) + b"]")
+        events = _EVENTS.validate_json(b"[" + b",".join(raw) + b"]")
+        if len(events) == len(entries):  # a crafted entry could hold two events
+            return list(zip(entries, events, strict=True)), []
     except ValidationError:
-        events = []
-        for item in raw:
-            try:
-                events.append(StatusEvent.model_validate_json(item))
-            except ValidationError as exc:
-                log.error("dropping a malformed status entry %r: %s", item[:200], exc)
-        return events
+        pass
+    parsed: list[Parsed] = []
+    junk: list[tuple[Entry, str]] = []
+    for entry in entries:
+        try:
+            parsed.append((entry, StatusEvent.model_validate_json(entry[1].get(b"e", b""))))
+        except ValidationError as exc:
+            junk.append((entry, _validation_error(entry[1], exc)))
+    return parsed, junk
+
+
+def _validation_error(fields: dict[bytes, bytes], exc: ValidationError) -> str:
+    if b"e" not in fields:
+        return "not a status entry: no field `e` holding a status event"
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
+    return f"not a status event: {problems}"
