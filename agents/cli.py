@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from agents import config, worker
+from common import cli as common_cli
 from common import names
-from common.errors import ConvergeError
+from common.errors import BadInput
 
-T = TypeVar("T")
+# Every Converge error (settings errors included) becomes its message and exit code: no traceback.
+handle_errors = common_cli.handle_errors("converge-agent")
 
 
 @click.group()
@@ -39,6 +39,7 @@ def main() -> None:
 @click.option(
     "--task-events/--no-task-events", default=None, help="Send Celery task events for Flower (default: on)."
 )
+@handle_errors
 def run_cmd(
     roles: tuple[str, ...],
     agent_id: str | None,
@@ -52,14 +53,13 @@ def run_cmd(
     options |= {"loglevel": loglevel, "task_events": task_events}
     settings = _load(options).settings
     if not settings.roles:
-        _fail(2, "no role: pass --role ROLE, or set one with `converge-agent config set roles=ROLE`")
+        raise BadInput("no role: pass --role ROLE, or set one with `converge-agent config set roles=ROLE`")
     for name in [*settings.roles, settings.id]:
         if not names.valid_name(name):
-            _fail(2, f"invalid role or id {name!r}: use letters, digits, '.', '_' and '-' (they name queues)")
-    try:
-        worker.run(settings)
-    except ConvergeError as exc:
-        _fail(exc.exit_code, str(exc))
+            raise BadInput(
+                f"invalid role or id {name!r}: use letters, digits, '.', '_' and '-' (they name queues)"
+            )
+    worker.run(settings)
 
 
 @main.group("config")
@@ -69,6 +69,7 @@ def config_group() -> None:
 
 @config_group.command("show")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@handle_errors
 def config_show(as_json: bool) -> None:
     """Every setting with its value and where it came from (default, file, policy, env, option)."""
     resolved = _load()
@@ -87,9 +88,10 @@ def config_show(as_json: bool) -> None:
 
 @config_group.command("set")
 @click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@handle_errors
 def config_set(pairs: tuple[str, ...]) -> None:
     """Write settings to the agent configuration file (all are validated before anything is written)."""
-    changes = _guard(lambda: config.set_values(pairs))
+    changes = config.set_values(pairs)
     overridden = config.env_values()
     for change in changes:
         old = "unset" if change.old is None else _show(change.old)
@@ -102,9 +104,10 @@ def config_set(pairs: tuple[str, ...]) -> None:
 
 @config_group.command("reset")
 @click.argument("keys", nargs=-1, metavar="[KEY]...")
+@handle_errors
 def config_reset(keys: tuple[str, ...]) -> None:
     """Remove KEYs from the agent configuration file (every key when none is given)."""
-    removed = _guard(lambda: config.reset_keys(keys))
+    removed = config.reset_keys(keys)
     if not removed:
         click.echo(f"nothing to reset in {config.config_path()}")
     for key in removed:
@@ -112,23 +115,11 @@ def config_reset(keys: tuple[str, ...]) -> None:
 
 
 def _load(options: dict[str, Any] | None = None) -> config.Resolved:
-    resolved = _guard(lambda: config.load(options))
+    resolved = config.load(options)
     for key in resolved.ignored:
         click.echo(f"converge-agent: warning: {resolved.file}: {key!r} is not a setting, ignored", err=True)
     return resolved
 
 
-def _guard(action: Callable[[], T]) -> T:
-    try:
-        return action()
-    except ConvergeError as exc:
-        _fail(exc.exit_code, str(exc))
-
-
 def _show(value: Any) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-def _fail(code: int, message: str) -> NoReturn:
-    click.echo(f"converge-agent: {message}", err=True)
-    sys.exit(code)

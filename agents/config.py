@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from common.errors import BadInput
+from common.settings import BrokerUrl
 
 Source = Literal["default", "file", "policy", "env", "option"]
 # Lowest to highest. `policy` (settings set centrally on the engine for every agent of a role, the seed's
@@ -66,7 +67,8 @@ class AgentSettings(BaseSettings):
 
     id: str = Field(default_factory=socket.gethostname)
     roles: list[str] = Field(default_factory=list)
-    broker_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="CONVERGE_BROKER_URL")
+    # Checked as the engine checks it (common.settings.check_broker_url), also by `config set`.
+    broker_url: BrokerUrl = Field(default="redis://127.0.0.1:6379/0", validation_alias="CONVERGE_BROKER_URL")
     throttle: int = Field(default=20, ge=1, le=1000)
     step_timeout_s: float = Field(default=3600.0, gt=0)
     # After this many failed heartbeats in a row the agent ends its running steps (nobody can follow them).
@@ -168,7 +170,9 @@ def _explain(exc: ValidationError, sources: dict[str, Source], path: Path) -> st
         key = by_alias.get(str(error["loc"][0]), str(error["loc"][0]))
         source = sources.get(key, "default")
         origin = env_name(key) if source == "env" else where.get(source, source)
-        reasons.append(f"{key}: {error['msg']} ({origin})")
+        if source == "option":  # name the option itself: `converge-agent run --broker-url ...`
+            origin = "--" + ("role" if key == "roles" else key.replace("_", "-"))
+        reasons.append(f"{key}: {error['msg'].removeprefix('Value error, ')} ({origin})")
     return "invalid agent setting: " + "; ".join(reasons)
 
 
@@ -239,7 +243,7 @@ def parse_pair(pair: str) -> tuple[str, Any]:
     try:
         return key, _adapter(key).validate_python(value)
     except ValidationError as exc:
-        raise ConfigError(f"{key}={text}: {exc.errors()[0]['msg']}") from exc
+        raise ConfigError(f"{key}={text}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from exc
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from common import names
 from common.celery_app import make_app, queue
 from common.errors import Unreachable
 from common.models import StepMessage
+from common.settings import redact
 from workflows.registry import default_registry
 
 log = logging.getLogger("converge.agent")
@@ -80,7 +81,10 @@ def run(settings: AgentSettings) -> None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise Unreachable(f"cannot reach Redis at {settings.broker_url}: {exc}") from exc
+        raise Unreachable(
+            f"cannot reach Redis at {redact(settings.broker_url)} ({exc}): start it, or point "
+            "CONVERGE_BROKER_URL (or --broker-url) at it"
+        ) from exc
     client.close()
     outbox = open_outbox(settings)
     link = Link(settings.max_connection_failures)

@@ -4,31 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Query
 from pydantic import BaseModel
 
-from common.errors import NotFound, Refused, Unreachable
 from common.models import AgentView, WorkflowState, WorkflowView
+from engine import answers, deadletters
+from engine.answers import UnicodeText
 from engine.core import Engine
 from engine.fleet import list_agents
-from workflows.spec import SpecError
+from engine.health import StoreWatch
+from engine.health import report as health_report
 
 
 class Submission(BaseModel):
-    source: str
-    filename: str = "<api>"
+    source: UnicodeText
+    filename: UnicodeText = "<api>"
+
+
+class DeadLetterIds(BaseModel):
+    ids: list[str] = []  # none: every dead letter
 
 
 def create_api(engine: Engine) -> FastAPI:
     api = FastAPI(title="Converge engine", version="1")
 
-    _error_handlers(api, engine.settings.broker_url)
+    answers.install(api, engine.settings)
 
-    @api.get("/v1/health")
-    def health() -> dict[str, Any]:
-        return {"ok": True}
+    _health_routes(api, engine)
 
     @api.post("/v1/workflows", status_code=201)
     def submit(body: Submission) -> dict[str, Any]:
@@ -71,29 +73,23 @@ def create_api(engine: Engine) -> FastAPI:
     return api
 
 
-def _error_handlers(api: FastAPI, broker_url: str) -> None:
-    """Converge errors become JSON answers with the status code the client maps back to an exit code."""
+def _health_routes(api: FastAPI, engine: Engine) -> None:
+    """Whether the engine can work, and the status entries it could not record (the dead letters)."""
+    watch = StoreWatch().attach(engine.store)
 
-    @api.exception_handler(SpecError)
-    def bad_input(_: Request, exc: SpecError) -> JSONResponse:
-        problems = [p.model_dump() for p in exc.problems]
-        return JSONResponse(status_code=422, content={"error": str(exc), "problems": problems})
+    @api.get("/v1/health")
+    def health() -> dict[str, Any]:
+        return health_report(engine.client, watch)
 
-    @api.exception_handler(NotFound)
-    def not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"error": str(exc)})
+    @api.get("/v1/dead-letters")
+    def dead_letters(limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
+        letters, total = deadletters.listing(engine.client, limit)
+        return {"dead_letters": [d.model_dump(mode="json") for d in letters], "total": total}
 
-    @api.exception_handler(Refused)
-    def refused(_: Request, exc: Refused) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"error": str(exc)})
+    @api.post("/v1/dead-letters/retry")
+    def retry_dead_letters(body: DeadLetterIds) -> dict[str, list[str]]:
+        return {"retried": deadletters.retry(engine.client, body.ids)}
 
-    @api.exception_handler(Unreachable)
-    def unreachable(_: Request, exc: Unreachable) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"error": str(exc)})
-
-    @api.exception_handler(redis.RedisError)
-    def redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
-        where = broker_url
-        return JSONResponse(
-            status_code=503, content={"error": f"the engine cannot reach Redis at {where}: {exc}"}
-        )
+    @api.post("/v1/dead-letters/purge")
+    def purge_dead_letters(body: DeadLetterIds) -> dict[str, int]:
+        return {"purged": deadletters.purge(engine.client, body.ids)}

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.markup import escape
+from rich.table import Table
 
-from common.errors import ConvergeError
+from common import cli as common_cli
 from common.models import WorkflowState, WorkflowView
-from common.settings import Settings
-from engine import render
+from common.settings import load_settings
+from engine import deadletters, render
 from engine.client import EngineClient
+from engine.deadletters import DeadLetter
 from workflows.registry import default_registry
 from workflows.spec import load_file
 
@@ -22,27 +24,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 WORKFLOW_STATES = [s.value for s in WorkflowState]
 
 
-def handle_errors(func: F) -> F:
-    """Turn every Converge error into its message and exit code: no traceback reaches an operator."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConvergeError as exc:
-            click.echo(f"converge: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("converge: interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
+# Every Converge error (settings errors included) becomes its message and exit code: no traceback.
+handle_errors = common_cli.handle_errors("converge")
 
 
 def url_option(func: F) -> F:
-    return click.option("--url", envvar="CONVERGE_URL", default=None, help="The engine API (CONVERGE_URL).")(
-        func
-    )
+    # No click envvar: the settings read CONVERGE_URL themselves, so that an error names its source.
+    return click.option("--url", default=None, help="The engine API (CONVERGE_URL).")(func)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -52,8 +40,8 @@ timeout_option = click.option(
 
 
 def client_for(url: str | None) -> EngineClient:
-    settings = Settings()
-    return EngineClient(url or settings.url, settings.token)
+    settings = load_settings(url=url)
+    return EngineClient(settings.url, settings.token)
 
 
 def read_desired(path: str) -> str:
@@ -74,16 +62,16 @@ def engine() -> None:
 
 
 @engine.command("run")
-@click.option("--broker-url", envvar="CONVERGE_BROKER_URL", default=None, help="Redis (CONVERGE_BROKER_URL).")
-@click.option("--store-url", envvar="CONVERGE_STORE_URL", default=None, help="SQLAlchemy URL of the store.")
-@click.option("--api-bind", envvar="CONVERGE_API_BIND", default=None, help="host:port to listen on.")
+# No click envvars: the settings read CONVERGE_* themselves, so that an error names its source.
+@click.option("--broker-url", default=None, help="Redis (CONVERGE_BROKER_URL).")
+@click.option("--store-url", default=None, help="SQLAlchemy URL of the store (CONVERGE_STORE_URL).")
+@click.option("--api-bind", default=None, help="host:port to listen on (CONVERGE_API_BIND).")
 @handle_errors
 def engine_run(broker_url: str | None, store_url: str | None, api_bind: str | None) -> None:
     """Run the engine: API, dispatcher and status ingester."""
     from engine import service
 
-    given = {"broker_url": broker_url, "store_url": store_url, "api_bind": api_bind}
-    service.run(Settings.model_validate({k: v for k, v in given.items() if v is not None}))
+    service.run(load_settings(broker_url=broker_url, store_url=store_url, api_bind=api_bind))
 
 
 @main.command()
@@ -264,6 +252,74 @@ def agents_list(as_json: bool, url: str | None) -> None:
 
 _AGENT_FIELDS = {"id", "roles", "state", "leader_of", "last_seen", "running", "host", "pid", "version"}
 _AGENT_FIELDS |= {"throttle", "step_timeout_s"}
+
+
+@main.group("dead-letters", invoke_without_command=True)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, help="Show at most N, oldest first.")
+@json_option
+@url_option
+@click.pass_context
+@handle_errors
+def dead_letters(ctx: click.Context, limit: int, as_json: bool, url: str | None) -> None:
+    """Status events the engine could not record: list them (the default), retry or purge them."""
+    ctx.obj = url
+    if ctx.invoked_subcommand is not None:
+        return
+    letters, total = client_for(url).dead_letters(limit)
+    if as_json:
+        render.emit_json([d.model_dump(mode="json") for d in letters])
+    else:
+        _dead_letters_table(letters, total)
+
+
+@dead_letters.command("retry")
+@click.argument("ids", nargs=-1)
+@json_option
+@url_option
+@click.pass_obj
+@handle_errors
+def dead_letters_retry(parent_url: str | None, ids: tuple[str, ...], as_json: bool, url: str | None) -> None:
+    """Put dead letters back on the status stream as they were (every one without IDS)."""
+    deadletters.check_ids(list(ids))
+    retried = client_for(url or parent_url).retry_dead_letters(list(ids))
+    if as_json:
+        render.emit_json({"retried": retried})
+    else:
+        click.echo(f"put {len(retried)} dead letters back on the status stream")
+
+
+@dead_letters.command("purge")
+@click.argument("ids", nargs=-1)
+@json_option
+@url_option
+@click.pass_obj
+@handle_errors
+def dead_letters_purge(parent_url: str | None, ids: tuple[str, ...], as_json: bool, url: str | None) -> None:
+    """Delete dead letters for good (every one without IDS)."""
+    deadletters.check_ids(list(ids))
+    purged = client_for(url or parent_url).purge_dead_letters(list(ids))
+    if as_json:
+        render.emit_json({"purged": purged})
+    else:
+        click.echo(f"purged {purged} dead letters")
+
+
+def _dead_letters_table(letters: list[DeadLetter], total: int) -> None:
+    if not letters:
+        click.echo("no dead letters: every status event was recorded")
+        return
+    table = Table(
+        "ID", "WHEN", "FAILURES", "EVENT", "ERROR", title=f"dead letters ({len(letters)} of {total})"
+    )
+    for d in letters:
+        when = d.at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if d.at else "-"
+        if d.event is not None:
+            what = f"{d.event.get('step_id')} {d.event.get('state')} (attempt {d.event.get('attempt')})"
+        else:
+            what = repr(d.raw)[:60]
+        table.add_row(d.id, when, str(d.failures), escape(what), escape(d.error[:120]))
+    render.console.print(table)
+    click.echo("put them back with `converge dead-letters retry [ID ...]`, or drop them with `... purge`")
 
 
 @main.command()

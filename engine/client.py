@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import ValidationError
 
 from common.errors import BadInput, ConvergeError, NotFound, Refused, Unreachable
 from common.models import AgentView, CheckResult, WorkflowView
+from common.settings import redact
+from engine.deadletters import DeadLetter
+
+T = TypeVar("T")
 
 
 class EngineClient:
@@ -17,60 +23,121 @@ class EngineClient:
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        where = redact(self.url)
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise Unreachable(
-                f"cannot reach the engine at {self.url} ({exc.__class__.__name__}); start it with "
+                f"cannot reach the engine at {where} ({exc.__class__.__name__}); start it with "
                 "`converge engine run` or `converge up`, or point CONVERGE_URL / --url at it"
             ) from exc
-        if response.status_code < 400:
-            return response.json()
+        if response.status_code >= 400:
+            raise _error(response, where)
         try:
-            body = response.json()
+            return response.json()
         except ValueError:
-            body = {"error": response.text}
-        message = body.get("error") or body.get("detail") or response.text
-        if response.status_code == 422:
-            raise BadInput(str(message))
-        if response.status_code == 404:
-            raise NotFound(str(message))
-        if response.status_code == 409:
-            raise Refused(str(message))
-        if response.status_code in (502, 503, 504):
-            raise Unreachable(str(message))
-        raise ConvergeError(f"the engine at {self.url} answered {response.status_code}: {message}")
+            raise ConvergeError(
+                f"{where} answered {response.status_code} with something that is not JSON: is it the "
+                "engine's address? Point CONVERGE_URL / --url at the engine"
+            ) from None
+
+    def _understood(self, parse: Callable[[], T]) -> T:
+        """What `parse` makes of an answer; an answer of another shape is an error that says so."""
+        try:
+            return parse()
+        except (ValidationError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConvergeError(
+                f"the engine at {redact(self.url)} answered in a form this CLI does not understand "
+                f"({exc.__class__.__name__}): are the CLI and the engine the same version?"
+            ) from exc
 
     def health(self) -> bool:
-        return bool(self._call("GET", "/v1/health").get("ok"))
+        body = self._call("GET", "/v1/health")
+        return self._understood(lambda: bool(body.get("ok")))
 
     def submit(self, source: str, filename: str) -> tuple[WorkflowView, bool]:
         body = self._call("POST", "/v1/workflows", json={"source": source, "filename": filename})
-        return WorkflowView.model_validate(body["workflow"]), bool(body["created"])
+        return self._understood(
+            lambda: (WorkflowView.model_validate(body["workflow"]), bool(body["created"]))
+        )
 
     def plan(self, source: str, filename: str) -> list[CheckResult]:
         body = self._call("POST", "/v1/plan", json={"source": source, "filename": filename})
-        return [CheckResult.model_validate(c) for c in body["changes"]]
+        return self._understood(lambda: [CheckResult.model_validate(c) for c in body["changes"]])
 
     def workflow(self, workflow_id: str) -> WorkflowView:
-        return WorkflowView.model_validate(self._call("GET", f"/v1/workflows/{workflow_id}"))
+        body = self._call("GET", f"/v1/workflows/{workflow_id}")
+        return self._understood(lambda: WorkflowView.model_validate(body))
 
     def workflows(self, state: str | None = None) -> list[WorkflowView]:
         params = {"state": state} if state else {}
-        return [WorkflowView.model_validate(w) for w in self._call("GET", "/v1/workflows", params=params)]
+        body = self._call("GET", "/v1/workflows", params=params)
+        return self._understood(lambda: [WorkflowView.model_validate(w) for w in body])
 
     def cancel(self, workflow_id: str) -> WorkflowView:
-        return WorkflowView.model_validate(self._call("POST", f"/v1/workflows/{workflow_id}/cancel"))
+        body = self._call("POST", f"/v1/workflows/{workflow_id}/cancel")
+        return self._understood(lambda: WorkflowView.model_validate(body))
 
     def retry(self, workflow_id: str) -> WorkflowView:
-        return WorkflowView.model_validate(self._call("POST", f"/v1/workflows/{workflow_id}/retry"))
+        body = self._call("POST", f"/v1/workflows/{workflow_id}/retry")
+        return self._understood(lambda: WorkflowView.model_validate(body))
 
     def prune(self, older_than_days: float | None) -> int:
         params = {} if older_than_days is None else {"older_than_days": older_than_days}
-        return int(self._call("POST", "/v1/history/prune", params=params)["pruned"])
+        body = self._call("POST", "/v1/history/prune", params=params)
+        return self._understood(lambda: int(body["pruned"]))
 
     def history(self) -> list[WorkflowView]:
-        return [WorkflowView.model_validate(w) for w in self._call("GET", "/v1/history")]
+        body = self._call("GET", "/v1/history")
+        return self._understood(lambda: [WorkflowView.model_validate(w) for w in body])
 
     def agents(self) -> list[AgentView]:
-        return [AgentView.model_validate(a) for a in self._call("GET", "/v1/agents")]
+        body = self._call("GET", "/v1/agents")
+        return self._understood(lambda: [AgentView.model_validate(a) for a in body])
+
+    def dead_letters(self, limit: int = 100) -> tuple[list[DeadLetter], int]:
+        """The oldest `limit` dead letters, and how many there are."""
+        body = self._call("GET", "/v1/dead-letters", params={"limit": limit})
+        return self._understood(
+            lambda: ([DeadLetter.model_validate(d) for d in body["dead_letters"]], int(body["total"]))
+        )
+
+    def retry_dead_letters(self, ids: list[str]) -> list[str]:
+        """Put dead letters back on the status stream (every one when `ids` is empty)."""
+        body = self._call("POST", "/v1/dead-letters/retry", json={"ids": ids})
+        return self._understood(lambda: [str(i) for i in body["retried"]])
+
+    def purge_dead_letters(self, ids: list[str]) -> int:
+        """Delete dead letters for good (every one when `ids` is empty)."""
+        body = self._call("POST", "/v1/dead-letters/purge", json={"ids": ids})
+        return self._understood(lambda: int(body["purged"]))
+
+
+def _error(response: httpx.Response, where: str) -> ConvergeError:
+    """The error an answer of 400 or more stands for, with the exit code of CLI.md."""
+    status, message = response.status_code, _message(response)
+    if status in (400, 422):
+        return BadInput(message)
+    if status == 404:
+        return NotFound(message)
+    if status == 409:
+        return Refused(message)
+    if status in (502, 503, 504):
+        return Unreachable(message)
+    if status in (401, 403):
+        return ConvergeError(
+            f"the engine at {where} refused this request ({status}): {message}; check CONVERGE_TOKEN"
+        )
+    return ConvergeError(f"the engine at {where} answered {status}: {message}")
+
+
+def _message(response: httpx.Response) -> str:
+    """The `error` (or FastAPI's `detail`) of a JSON answer, else the start of its text, else its reason."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and (body.get("error") or body.get("detail")):
+        return str(body.get("error") or body.get("detail"))
+    text = response.text.strip()
+    return text[:300] if text else response.reason_phrase or f"status {response.status_code}"

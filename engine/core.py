@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
+from kombu.exceptions import OperationalError
 
 from common import names
-from common.errors import NotFound
-from common.models import CheckResult, WorkflowView
-from common.settings import Settings
+from common.errors import NotFound, Unreachable
+from common.models import CheckResult, StepMessage, WorkflowView
+from common.settings import Settings, redact
 from common.store import RecordResult, Store
 from engine.checks import observe
 from engine.dispatcher import Dispatcher
 from workflows.plan import plan
 from workflows.registry import Registry
 from workflows.spec import load_text
+
+log = logging.getLogger("converge.engine")
+
+# What publishing raises when Redis cannot be reached: redis-py's errors, kombu's, or the socket's own.
+PUBLISH_ERRORS = (redis.RedisError, OperationalError, OSError)
 
 
 def new_workflow_id() -> str:
@@ -33,19 +41,42 @@ class Engine:
     client: redis.Redis
     dispatcher: Dispatcher
     registry: Registry
+    # Set when steps were stored as `queued` but publishing them failed: the watchdog publishes them again.
+    republish_wanted: bool = False
 
     def submit(self, source: str, filename: str) -> tuple[WorkflowView, bool]:
         """Validate, plan, persist and dispatch. Returns the workflow and whether it is new.
 
-        A desired state identical to one whose workflow is still running returns that workflow.
+        A desired state identical to one whose workflow is still running returns that workflow (the store
+        decides that atomically). With Redis down nothing is stored: Unreachable.
         """
         desired = load_text(source, filename, self.registry)
         workflow_plan = plan(desired, new_workflow_id())
-        existing = self.store.active_by_digest(workflow_plan.digest)
-        if existing is not None:
-            return self.workflow(existing), False
-        self.dispatcher.publish(self.store.create_workflow(workflow_plan, source))
-        return self.workflow(workflow_plan.id), True
+        self._check_redis()
+        created = self.store.create_workflow(workflow_plan, source)
+        if created.created:
+            self._publish(created.ready, f"workflow {created.workflow_id} was stored")
+        return self.workflow(created.workflow_id), created.created
+
+    def _check_redis(self) -> None:
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise Unreachable(
+                f"the engine cannot reach Redis at {redact(self.settings.broker_url)} ({exc}): nothing was "
+                "stored; apply again once Redis is back"
+            ) from exc
+
+    def _publish(self, messages: Iterable[StepMessage], done: str) -> None:
+        """Publish steps the store marked `queued`; if Redis is gone, the watchdog publishes them later."""
+        try:
+            self.dispatcher.publish(messages)
+        except PUBLISH_ERRORS as exc:
+            self.republish_wanted = True
+            raise Unreachable(
+                f"{done}, but Redis at {redact(self.settings.broker_url)} cannot be reached to dispatch its "
+                f"steps ({exc}): they will be dispatched when Redis is back"
+            ) from exc
 
     def workflow(self, workflow_id: str) -> WorkflowView:
         view = self.store.workflow(workflow_id)
@@ -65,7 +96,7 @@ class Engine:
 
     def retry(self, workflow_id: str) -> WorkflowView:
         """Run again what has not succeeded; steps that already comply finish with `changed: false`."""
-        self.dispatcher.publish(self.store.retry(workflow_id))
+        self._publish(self.store.retry(workflow_id), f"workflow {workflow_id} will run again")
         return self.workflow(workflow_id)
 
     def prune(self, older_than_days: float | None = None) -> int:
@@ -81,9 +112,26 @@ class Engine:
         self.client.set(names.BROKER_MARK, 1)
         return self.dispatcher.publish(self.store.queued())
 
+    def republish_if_wanted(self) -> int:
+        """Publish the queued steps again if a publish failed since the last time (see `republish_wanted`)."""
+        if not self.republish_wanted:
+            return 0
+        self.republish_wanted = False  # before reading the store: a failure from now on sets it again
+        try:
+            republished = self.republish_queued()
+        except BaseException:
+            self.republish_wanted = True
+            raise
+        log.warning("Redis is back: published %d queued steps whose publishing had failed", republished)
+        return republished
+
     def act(self, result: RecordResult) -> None:
         """Do what recording status asked for: publish released steps, stop aborted ones."""
         if result.to_stop:
             self.dispatcher.stop(result.to_stop)
         if result.ready:
-            self.dispatcher.publish(result.ready)
+            try:
+                self.dispatcher.publish(result.ready)
+            except PUBLISH_ERRORS:
+                self.republish_wanted = True
+                raise

@@ -10,7 +10,7 @@ import uvicorn
 
 from common.celery_app import make_app
 from common.errors import Unreachable
-from common.settings import Settings
+from common.settings import Settings, redact, split_bind
 from common.store import open_store
 from engine.api import create_api
 from engine.core import Engine
@@ -27,7 +27,10 @@ def connect_redis(url: str) -> redis.Redis:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise Unreachable(f"cannot reach Redis at {url} (CONVERGE_BROKER_URL): {exc}") from exc
+        raise Unreachable(
+            f"cannot reach Redis at {redact(url)} ({exc}): start it, or point CONVERGE_BROKER_URL "
+            "(or --broker-url) at it"
+        ) from exc
     return client
 
 
@@ -40,7 +43,11 @@ def build(settings: Settings) -> Engine:
 
 
 def run(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM. Steps left `queued` by a previous run are published again first."""
+    """Run until SIGINT/SIGTERM. Steps left `queued` by a previous run are published again first.
+
+    `settings` come from `load_settings`, checked before anything starts.
+    """
+    host, port = split_bind(settings.api_bind)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -56,9 +63,8 @@ def run(settings: Settings) -> None:
     ]
     for thread in threads:
         thread.start()
-    host, _, port = settings.api_bind.rpartition(":")
     try:
-        uvicorn.run(create_api(engine), host=host or "127.0.0.1", port=int(port), log_level="warning")
+        uvicorn.run(create_api(engine), host=host, port=port, log_level="warning")
     finally:
         ingester.stop()
         watchdog.stop()

@@ -19,6 +19,7 @@ from common import names
 from common.models import ENGINE_SEQ, AgentInfo, StatusEvent, StepState, WorkflowState
 from common.store import StaleStep
 from engine.core import Engine
+from engine.fleet import alive_ids, read_agents
 
 log = logging.getLogger("converge.engine")
 
@@ -37,7 +38,7 @@ class Watchdog:
         # An agent is held lost only after a whole TTL during which its heartbeat could have been seen:
         # counted from the engine's start, and again from the moment Redis lost its data (heartbeats too).
         self._watching_since = time.time()
-        self._bad_records: set[bytes | str] = set()
+        self._bad_records: set[bytes | str] = set()  # logged once, not on every pass
 
     def run(self) -> None:
         while not self._stop.wait(self.engine.settings.watchdog_interval_s):
@@ -50,6 +51,7 @@ class Watchdog:
 
     def run_once(self, now: float) -> None:
         engine = self.engine
+        engine.republish_if_wanted()  # a publish failed (Redis was away): its steps wait in the store
         if not engine.client.exists(names.BROKER_MARK):
             self._watching_since = now
             republished = engine.republish_queued()
@@ -69,8 +71,9 @@ class Watchdog:
                 log.info("pruned %d workflows from history", pruned)
 
     def _verdicts(self, running: list[StaleStep], now: float) -> list[StatusEvent]:
-        agents = self._agents()
-        alive = self._alive({step.agent for step in running if step.agent})
+        client = self.engine.client
+        agents = {info.id: info for info in read_agents(client, self._bad_records)}
+        alive = alive_ids(client, {step.agent for step in running if step.agent})
         events = []
         for step in running:
             info = agents.get(step.agent or "")
@@ -88,27 +91,6 @@ class Watchdog:
                 error = f"worker lost: agent {step.agent} sent no heartbeat for {ttl:g}s"
                 events.append(_event(step, StepState.FAILED, error, retryable=True, lost=True))
         return events
-
-    def _agents(self) -> dict[str, AgentInfo]:
-        """The agents' announcements; a malformed one is logged (once) and skipped, never fatal."""
-        found = {}
-        for raw in self.engine.client.hvals(names.AGENTS_HASH):
-            try:
-                info = AgentInfo.model_validate_json(raw)
-            except ValueError as exc:
-                if raw not in self._bad_records:
-                    self._bad_records.add(raw)
-                    log.error("skipping a malformed agent record %r: %s", raw[:200], exc)
-                continue
-            found[info.id] = info
-        return found
-
-    def _alive(self, agent_ids: set[str]) -> set[str]:
-        ids = sorted(agent_ids)
-        pipe = self.engine.client.pipeline(transaction=False)
-        for agent_id in ids:
-            pipe.exists(names.agent_alive_key(agent_id))
-        return {agent_id for agent_id, found in zip(ids, pipe.execute(), strict=True) if found}
 
     def stop(self) -> None:
         self._stop.set()

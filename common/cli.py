@@ -1,0 +1,43 @@
+"""The one error path of both command lines: an error becomes `PROG: message` and its exit code.
+
+Exit codes are CLI.md's: 1 failed or refused, 2 bad input, 3 unreachable; 130 on Ctrl-C. Settings errors
+are bad input: `load_settings` and the agent's `config.load` raise them as `BadInput`, before anything starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from common.errors import ConvergeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+INTERRUPTED = 130
+
+
+def fail(prog: str, code: int, message: str) -> NoReturn:
+    """Print `PROG: message` on stderr and exit with `code`."""
+    click.echo(f"{prog}: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(prog: str) -> Callable[[F], F]:
+    """A decorator for the commands of `prog`: every Converge or settings error becomes a message."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except ConvergeError as exc:
+                fail(prog, exc.exit_code, str(exc))
+            except KeyboardInterrupt:
+                fail(prog, INTERRUPTED, "interrupted")
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
