@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -134,30 +131,14 @@ def test_loads_from_many_threads_at_once_agree(registry: Registry) -> None:
     assert len(results) == 4 and all(r == results[0] for r in results)
 
 
-def best_of(runs: int, action: Any) -> float:
-    times = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - began)
-    return min(times)
-
-
-@pytest.fixture
-def collector_on() -> Iterator[None]:
-    assert gc.isenabled(), "the collector must be on, as in the engine"
-    yield
-
-
-def test_loading_time_grows_linearly_with_the_number_of_resources(
-    registry: Registry, collector_on: None
+def test_loading_never_touches_the_process_wide_garbage_collector(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    small, big = directories(2_000), directories(20_000)
-    load_text(small, "warm-up.yaml", registry)
+    switched: list[str] = []
+    monkeypatch.setattr(gc, "disable", lambda: switched.append("disable"))
+    monkeypatch.setattr(gc, "enable", lambda: switched.append("enable"))
 
-    t_small = best_of(3, lambda: load_text(small, "small.yaml", registry))
-    t_big = best_of(2, lambda: load_text(big, "big.yaml", registry))
+    load_text(directories(2000), "estate.yaml", registry)
 
-    # 10x the resources: linear is 10x; the garbage collector's passes over a bigger heap add some; a
-    # quadratic step would be 100x.
-    assert t_big / t_small < 20, f"{t_small:.3f}s for 2,000 resources, {t_big:.3f}s for 20,000"
+    # Linear growth itself is measured by the planning benchmark (tests/bench), not by a timed test.
+    assert switched == [] and gc.isenabled()
