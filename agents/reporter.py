@@ -171,6 +171,10 @@ class StepProgress:
     def step_id(self) -> str:
         return self.message.step_id
 
+    @property
+    def agent_id(self) -> str:
+        return self.reporter.agent_id
+
     def next_seq(self) -> int:
         self.seq += 1
         return self.seq

@@ -20,7 +20,8 @@ def observe(
     """Publish one check-mode step per resource and gather the answers, in file order.
 
     Checks change nothing, so they all go out at once, whatever their dependencies. A role with no agent
-    to answer within `timeout_s` is an error that names the roles still silent.
+    to answer within `timeout_s` is an error that names the roles still silent. A `scope: each` resource
+    whose role has no live agent makes no step: it comes last, as an error saying so.
     """
     reply_to = names.plan_reply_key(uuid.uuid4().hex)
     messages = [
@@ -50,6 +51,10 @@ def observe(
             result = CheckResult.model_validate_json(popped[1])
             answers[result.step_id] = result
     client.delete(reply_to)
+    unplaced = [
+        CheckResult(step_id="", resource=ref, agent="-", error=reason)
+        for ref, reason in plan.unplaced.items()
+    ]
     missing = [m for m in messages if m.step_id not in answers]
     if missing:
         silent = sorted({f"{m.role}" + (f" (agent {m.scope})" if m.scope else "") for m in missing})
@@ -57,4 +62,4 @@ def observe(
             f"no agent answered for {len(missing)} resource(s) within {timeout_s:g}s; roles without a "
             f"running agent: {', '.join(silent)}. Start one with `converge-agent run --role ROLE`."
         )
-    return [answers[m.step_id] for m in messages]
+    return [answers[m.step_id] for m in messages] + unplaced

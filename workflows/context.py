@@ -11,6 +11,11 @@ class StepContext(Protocol):
     @property
     def step_id(self) -> str: ...
 
+    @property
+    def agent_id(self) -> str:
+        """The id of the agent running the step (a `command` sees it as $CONVERGE_AGENT_ID)."""
+        ...
+
     def progress(self, percent: float | None, message: str | None = None) -> None:
         """Report that the step is alive and how far it got (0-100, or None when unknown)."""
 
@@ -28,8 +33,9 @@ class StepStopped(Exception):
 class NullContext:
     """A context that records progress in memory: for tests and for running a provider by hand."""
 
-    def __init__(self, step_id: str = "local") -> None:
+    def __init__(self, step_id: str = "local", agent_id: str = "local") -> None:
         self._step_id = step_id
+        self._agent_id = agent_id
         self.reports: list[tuple[float | None, str | None]] = []
         self.lines: list[str] = []
         self.groups: list[int] = []
@@ -37,6 +43,10 @@ class NullContext:
     @property
     def step_id(self) -> str:
         return self._step_id
+
+    @property
+    def agent_id(self) -> str:
+        return self._agent_id
 
     def progress(self, percent: float | None, message: str | None = None) -> None:
         self.reports.append((percent, message))

@@ -23,6 +23,9 @@ from workflows.registry import Registry
 from workflows.yamldoc import Loc, Position
 
 API_VERSION = "converge/v1"
+# `scope: each`: one step per live agent of the resource's role (the engine expands it when it plans).
+# Any other scope is one agent's id.
+EACH = "each"
 
 _MISSING_HINTS = {
     "apiVersion": f"add `apiVersion: {API_VERSION}` at the top",
@@ -367,10 +370,11 @@ def _check_names(
         out.add((*loc, "role"), message, at=loc)
     for key, value in (("role", role), ("scope", scope)):
         if isinstance(value, str) and not valid_name(value):
+            hint = f", or `{EACH}` for every live agent of the role" if key == "scope" else ""
             out.add(
                 (*loc, key),
                 f"{value!r} is not a valid name (it becomes a queue name): use 1 to 63 letters, digits, "
-                "'_', '.' or '-', starting with a letter or digit",
+                f"'_', '.' or '-', starting with a letter or digit{hint}",
             )
 
 

@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from workflows.context import NullContext
+from workflows.execute import execute
 from workflows.kinds import (
     CommandSpec,
     DirectorySpec,
@@ -340,6 +341,19 @@ def test_command_runs_in_its_cwd_with_its_env_added(tmp_path: Path) -> None:
     run_resource("command", spec)
 
     assert marker.read_text() == f"hi {tmp_path}"
+
+
+def test_command_and_its_guard_see_the_id_of_the_agent_running_them(tmp_path: Path) -> None:
+    log = tmp_path / "agents"
+    spec = {"run": f'echo "$CONVERGE_AGENT_ID" >> {log}', "unless": f'grep -qx "$CONVERGE_AGENT_ID" {log}'}
+    registry = default_registry()
+
+    first = execute(registry, "command", spec, "apply", NullContext(agent_id="web-7"))
+    again = execute(registry, "command", spec, "apply", NullContext(agent_id="web-7"))
+    other = execute(registry, "command", spec, "apply", NullContext(agent_id="web-8"))
+
+    assert (first.changed, again.changed, other.changed) == (True, False, True)
+    assert log.read_text() == "web-7\nweb-8\n"
 
 
 def test_command_does_not_wait_for_a_background_child_holding_its_output(tmp_path: Path) -> None:

@@ -269,6 +269,25 @@ def test_role_or_scope_that_is_not_a_queue_safe_name_is_refused(
     assert "'web servers' is not a valid name" in problem.message
 
 
+def test_scope_each_is_accepted_without_knowing_any_agent(tmp_path: Path, registry: Registry) -> None:
+    text = HEADER + "  - {kind: file, name: motd, role: web, scope: each, spec: {path: /etc/motd}}\n"
+
+    (resource,) = load_file(write(tmp_path, text), registry).resources
+
+    assert (resource.role, resource.scope) == ("web", "each")
+
+
+def test_a_scope_that_is_neither_an_agent_id_nor_each_names_both_forms(
+    tmp_path: Path, registry: Registry
+) -> None:
+    text = HEADER + "  - {kind: file, name: motd, role: web, scope: '*', spec: {path: /etc/motd}}\n"
+
+    problem = only_problem(tmp_path, registry, text)
+
+    assert (problem.line, problem.field) == (6, "resources[0].scope")
+    assert "'*' is not a valid name" in problem.message and "`each` for every live agent" in problem.message
+
+
 def test_duplicate_resource_names_both_lines(tmp_path: Path, registry: Registry) -> None:
     text = HEADER + (
         "  - {kind: file, name: a, role: web, spec: {path: /a}}\n"  # line 6

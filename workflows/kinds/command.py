@@ -26,6 +26,8 @@ POLL_S = 0.5
 """The longest the runner blocks before looking at the process again."""
 DRAIN_S = 1.0
 """After the command exits, how long to keep reading output a background child may still be writing."""
+AGENT_ID_ENV = "CONVERGE_AGENT_ID"
+"""The variable that tells a command which agent runs it (e.g. a `scope: each` step on every agent)."""
 
 
 def _not_blank(value: str) -> str:
@@ -70,12 +72,12 @@ class CommandProvider(Provider[CommandSpec]):
     def check(self, spec: CommandSpec, ctx: StepContext) -> Change:
         if spec.creates is not None and os.path.exists(spec.creates):
             return Change(action="none")
-        if spec.unless is not None and _finish(_start(spec.unless, spec)).code == 0:
+        if spec.unless is not None and _finish(_start(spec.unless, spec, ctx)).code == 0:
             return Change(action="none")
         return Change(action="create", diff=f"run: {spec.run}")
 
     def apply(self, spec: CommandSpec, change: Change, ctx: StepContext) -> None:
-        proc = _start(spec.run, spec)
+        proc = _start(spec.run, spec, ctx)
         ctx.attach(proc.pid)
         ctx.progress(None, "running")
         result = _finish(proc)
@@ -138,14 +140,17 @@ def _die_with_parent() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _start(command: str, spec: CommandSpec) -> subprocess.Popen[bytes]:
-    """Start `command` under /bin/sh in a new session, so that it and its children can be killed as one."""
+def _start(command: str, spec: CommandSpec, ctx: StepContext) -> subprocess.Popen[bytes]:
+    """Start `command` under /bin/sh in a new session, so that it and its children can be killed as one.
+
+    Its environment is the agent's, then `env`, then CONVERGE_AGENT_ID (the id of the agent running it).
+    """
     if spec.cwd is not None and not os.path.isdir(spec.cwd):
         raise StepError(
             f"cwd {spec.cwd} is not a directory: add a `directory` resource for it and a `depends_on` on it",
             retryable=False,
         )
-    env = None if spec.env is None else {**os.environ, **spec.env}
+    env = {**os.environ, **(spec.env or {}), AGENT_ID_ENV: ctx.agent_id}
     try:
         return subprocess.Popen(
             ["/bin/sh", "-c", command],
