@@ -31,7 +31,7 @@ def main() -> None:
     multiple=True,
     help="A role this agent serves (repeatable; default: `roles` of the file).",
 )
-@click.option("--id", "agent_id", default=None, help="This agent's id (default: the host name).")
+@click.option("--id", "agent_id", default=None, help="This agent's id (default: HOSTNAME-ROLE[-ROLE...]).")
 @click.option("--throttle", type=int, default=None, help="Most steps run at once (default 20).")
 # No click envvar: the settings read CONVERGE_BROKER_URL themselves, so `config show` can say "env".
 @click.option("--broker-url", default=None, help="Redis URL (default: $CONVERGE_BROKER_URL).")

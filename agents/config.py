@@ -28,6 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agents.identity import default_id
 from common.errors import BadInput
 from common.settings import BrokerUrl
 
@@ -65,7 +66,8 @@ class AgentSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
 
-    id: str = Field(default_factory=socket.gethostname)
+    # Empty: `<hostname>-<role>[-<role>...]` (agents.identity.default_id), unique per host and role set.
+    id: str = ""
     roles: list[str] = Field(default_factory=list)
     # Checked as the engine checks it (common.settings.check_broker_url), also by `config set`.
     broker_url: BrokerUrl = Field(default="redis://127.0.0.1:6379/0", validation_alias="CONVERGE_BROKER_URL")
@@ -87,6 +89,12 @@ class AgentSettings(BaseSettings):
     # Celery task events, so that Flower sees every step. They cost a few publishes per step; an agent
     # that nobody watches with Flower can turn them off (Flower turns them back on when it runs).
     task_events: bool = True
+
+    @model_validator(mode="after")
+    def _default_id(self) -> Self:
+        if not self.id:
+            self.id = default_id(socket.gethostname(), self.roles)
+        return self
 
     @model_validator(mode="after")
     def _ttl_outlasts_the_agent(self) -> Self:

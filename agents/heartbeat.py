@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import threading
 import time
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 
 import redis
 
+from agents import identity
 from agents.config import AgentSettings
 from agents.connection import fail_fast
 from common import names
@@ -54,6 +56,10 @@ class Link:
             self.on_restored()
 
 
+class Displaced(Exception):
+    """Another run of an agent with this id holds its alive key."""
+
+
 class Heartbeat:
     """A thread in the agent's main process that renews the agent's alive key until stopped.
 
@@ -62,14 +68,20 @@ class Heartbeat:
     engine holds the agent lost and runs its steps again.
     """
 
-    def __init__(self, broker_url: str, info: AgentInfo, interval_s: float, ttl_s: float, link: Link) -> None:
+    def __init__(
+        self, broker_url: str, info: AgentInfo, interval_s: float, ttl_s: float, link: Link, token: str
+    ) -> None:
         self.client = fail_fast(broker_url, interval_s)
         self.info = info
+        self.token = token  # this run's hold on the id (agents.identity.claim)
         self.interval_s = interval_s
         self.ttl_s = ttl_s
         self.link = link
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="converge-heartbeat", daemon=True)
+        # Another run took this agent's id (this one was silent for longer than its TTL): by default this
+        # process stops as if asked to (SIGTERM), since two agents of one id would share a queue.
+        self.on_displaced: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
 
     def start(self) -> None:
         self.tick()
@@ -77,14 +89,19 @@ class Heartbeat:
 
     def beat(self) -> None:
         self.info.last_seen = datetime.now(UTC)
-        pipe = self.client.pipeline()
-        pipe.hset(names.AGENTS_HASH, self.info.id, self.info.model_dump_json())
-        pipe.set(names.agent_alive_key(self.info.id), str(self.info.pid), px=int(self.ttl_s * 1000))
-        pipe.execute()
+        keys = [names.agent_alive_key(self.info.id), names.AGENTS_HASH]
+        ttl_ms = int(self.ttl_s * 1000)
+        args: list[str | int] = [self.token, ttl_ms, self.info.id, self.info.model_dump_json()]
+        if not self.client.eval(identity.RENEW, 2, *keys, *args):
+            raise Displaced(f"another agent now holds the id {self.info.id!r}")
 
     def tick(self) -> None:
         try:
             self.beat()
+        except Displaced as exc:
+            log.error("%s: this agent was silent for longer than its TTL; it stops", exc)
+            self._stop.set()
+            self.on_displaced()
         except redis.RedisError as exc:
             self.link.failed()
             failures, limit = self.link.failures, self.link.max_failures
@@ -110,8 +127,9 @@ class Heartbeat:
         self._stop.set()
         try:
             self.info.last_seen = datetime.now(UTC)
-            self.client.hset(names.AGENTS_HASH, self.info.id, self.info.model_dump_json())
-            self.client.delete(names.agent_alive_key(self.info.id))
+            keys = [names.agent_alive_key(self.info.id), names.AGENTS_HASH]
+            args = [self.token, self.info.id, self.info.model_dump_json()]
+            self.client.eval(identity.RELEASE, 2, *keys, *args)  # only while this run holds the id
         except redis.RedisError as exc:
             log.warning("could not sign off: %s", exc)
 

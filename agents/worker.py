@@ -14,6 +14,7 @@ from celery import Celery, signals
 from agents.config import AgentSettings, ConfigError
 from agents.courier import Courier
 from agents.heartbeat import Heartbeat, Link, agent_info
+from agents.identity import claim, new_token
 from agents.outbox import Outbox
 from agents.reporter import Reporter
 from agents.runner import StepRunner
@@ -78,24 +79,23 @@ def build_app(settings: AgentSettings, outbox: Outbox, link: Link) -> Celery:
 def run(settings: AgentSettings) -> None:
     """Run the agent until it is stopped (SIGTERM or Ctrl-C). Raises Unreachable if Redis is not there."""
     client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=5)
-    try:
-        client.ping()
+    info = agent_info(settings, converge_version())
+    token = new_token(info.host, info.pid)
+    try:  # the id, before the outbox that lives in its folder: Refused while another live agent holds it
+        claim(client, info, token, settings.heartbeat_ttl_s)
     except redis.RedisError as exc:
         raise Unreachable(
             f"cannot reach Redis at {redact(settings.broker_url)} ({exc}): start it, or point "
             "CONVERGE_BROKER_URL (or --broker-url) at it"
         ) from exc
-    client.close()
+    finally:
+        client.close()
     outbox = open_outbox(settings)
     link = Link(settings.max_connection_failures)
     app = build_app(settings, outbox, link)
     courier = Courier(outbox, settings.broker_url, settings.id)
     heartbeat = Heartbeat(
-        settings.broker_url,
-        agent_info(settings, converge_version()),
-        settings.heartbeat_interval_s,
-        settings.heartbeat_ttl_s,
-        link,
+        settings.broker_url, info, settings.heartbeat_interval_s, settings.heartbeat_ttl_s, link, token
     )
 
     def on_cut_off(failures: int) -> None:

@@ -11,7 +11,7 @@ from common.models import AgentView, WorkflowState, WorkflowView
 from engine import answers, deadletters
 from engine.answers import UnicodeText
 from engine.core import Engine
-from engine.fleet import list_agents
+from engine.fleet import forget, list_agents
 from engine.health import StoreWatch
 from engine.health import report as health_report
 
@@ -34,8 +34,12 @@ def create_api(engine: Engine) -> FastAPI:
 
     @api.post("/v1/workflows", status_code=201)
     def submit(body: Submission) -> dict[str, Any]:
-        view, created = engine.submit(body.source, body.filename)
-        return {"workflow": view.model_dump(mode="json"), "created": created}
+        submitted = engine.apply(body.source, body.filename)
+        return {
+            "workflow": submitted.workflow.model_dump(mode="json"),
+            "created": submitted.created,
+            "warnings": submitted.warnings,
+        }
 
     @api.get("/v1/workflows")
     def workflows(state: WorkflowState | None = None) -> list[WorkflowView]:
@@ -69,6 +73,11 @@ def create_api(engine: Engine) -> FastAPI:
     @api.get("/v1/agents")
     def agents() -> list[AgentView]:
         return list_agents(engine.client, engine.store.running_by_agent())
+
+    @api.delete("/v1/agents/{agent_id}")
+    def forget_agent(agent_id: str) -> dict[str, str]:
+        forget(engine.client, agent_id)
+        return {"forgotten": agent_id}
 
     return api
 

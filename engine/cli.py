@@ -85,18 +85,29 @@ def apply(file: str, wait: bool, timeout_s: float | None, as_json: bool, url: st
     """Converge the estate to the desired state in FILE."""
     source = read_desired(file)
     client = client_for(url)
-    view, created = client.submit(source, file)
-    if not created and not as_json:
+    submitted = client.apply(source, file)
+    view = submitted.workflow
+    if not submitted.created and not as_json:
         render.errors.print(f"the same desired state is already being applied by workflow {view.id}")
+    for warning in submitted.warnings:
+        render.warn(warning)
     if wait:
         view = render.follow(lambda: client.workflow(view.id), timeout_s, live=not as_json)
-    finish(view, as_json, waited=wait, timeout_s=timeout_s)
+    finish(view, as_json, waited=wait, timeout_s=timeout_s, warnings=submitted.warnings)
 
 
-def finish(view: WorkflowView, as_json: bool, *, waited: bool, timeout_s: float | None = None) -> None:
-    """Print a workflow and exit with the code of CLI.md."""
+def finish(
+    view: WorkflowView,
+    as_json: bool,
+    *,
+    waited: bool,
+    timeout_s: float | None = None,
+    warnings: list[str] | None = None,
+) -> None:
+    """Print a workflow (and, in JSON, the warnings of its apply) and exit with the code of CLI.md."""
     if as_json:
-        render.emit_json({"workflow": view.model_dump(mode="json")})
+        extra = {} if warnings is None else {"warnings": warnings}
+        render.emit_json({"workflow": view.model_dump(mode="json"), **extra})
     elif waited:
         render.workflow_detail(view)
     else:
@@ -252,6 +263,20 @@ def agents_list(as_json: bool, url: str | None) -> None:
 
 _AGENT_FIELDS = {"id", "roles", "state", "leader_of", "last_seen", "running", "host", "pid", "version"}
 _AGENT_FIELDS |= {"throttle", "step_timeout_s"}
+
+
+@agents.command("forget")
+@click.argument("agent_id", metavar="ID")
+@json_option
+@url_option
+@handle_errors
+def agents_forget(agent_id: str, as_json: bool, url: str | None) -> None:
+    """Drop an agent that is gone for good from the list (refused while it is alive)."""
+    client_for(url).forget_agent(agent_id)
+    if as_json:
+        render.emit_json({"forgotten": agent_id})
+    else:
+        click.echo(f"forgot agent {agent_id}")
 
 
 @main.group("dead-letters", invoke_without_command=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
@@ -14,6 +16,15 @@ from common.settings import redact
 from engine.deadletters import DeadLetter
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The engine's answer to a desired state: the workflow, whether it is new, and warnings."""
+
+    workflow: WorkflowView
+    created: bool
+    warnings: list[str]
 
 
 class EngineClient:
@@ -56,9 +67,18 @@ class EngineClient:
         return self._understood(lambda: bool(body.get("ok")))
 
     def submit(self, source: str, filename: str) -> tuple[WorkflowView, bool]:
+        submitted = self.apply(source, filename)
+        return submitted.workflow, submitted.created
+
+    def apply(self, source: str, filename: str) -> Submitted:
+        """Submit a desired state: the workflow, whether it is new, and the engine's warnings."""
         body = self._call("POST", "/v1/workflows", json={"source": source, "filename": filename})
         return self._understood(
-            lambda: (WorkflowView.model_validate(body["workflow"]), bool(body["created"]))
+            lambda: Submitted(
+                WorkflowView.model_validate(body["workflow"]),
+                bool(body["created"]),
+                [str(w) for w in body.get("warnings", [])],  # an older engine sends none
+            )
         )
 
     def plan(self, source: str, filename: str) -> list[CheckResult]:
@@ -94,6 +114,10 @@ class EngineClient:
     def agents(self) -> list[AgentView]:
         body = self._call("GET", "/v1/agents")
         return self._understood(lambda: [AgentView.model_validate(a) for a in body])
+
+    def forget_agent(self, agent_id: str) -> None:
+        """Remove a gone agent's announcement: Refused while it is alive, NotFound if unknown."""
+        self._call("DELETE", f"/v1/agents/{quote(agent_id, safe='')}")
 
     def dead_letters(self, limit: int = 100) -> tuple[list[DeadLetter], int]:
         """The oldest `limit` dead letters, and how many there are."""

@@ -13,12 +13,14 @@ from kombu.exceptions import OperationalError
 
 from common import names
 from common.errors import NotFound, Unreachable
-from common.models import CheckResult, StepMessage, WorkflowView
+from common.models import CheckResult, StepMessage, StepState, WorkflowView
 from common.settings import Settings, redact
 from common.store import RecordResult, Store
+from engine import fleet
 from engine.checks import observe
 from engine.dispatcher import Dispatcher
-from workflows.plan import plan
+from engine.fanout import agents_by_role
+from workflows.plan import each_roles, plan
 from workflows.registry import Registry
 from workflows.spec import load_text
 
@@ -30,6 +32,15 @@ PUBLISH_ERRORS = (redis.RedisError, OperationalError, OSError)
 
 def new_workflow_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What `apply` answers: the workflow, whether it is new, and what the operator should know."""
+
+    workflow: WorkflowView
+    created: bool
+    warnings: list[str]
 
 
 @dataclass
@@ -45,18 +56,34 @@ class Engine:
     republish_wanted: bool = False
 
     def submit(self, source: str, filename: str) -> tuple[WorkflowView, bool]:
-        """Validate, plan, persist and dispatch. Returns the workflow and whether it is new.
+        """Validate, plan, persist and dispatch. Returns the workflow and whether it is new."""
+        submitted = self.apply(source, filename)
+        return submitted.workflow, submitted.created
+
+    def apply(self, source: str, filename: str) -> Submitted:
+        """Validate, plan, persist and dispatch: the workflow, whether it is new, and warnings.
 
         A desired state identical to one whose workflow is still running returns that workflow (the store
-        decides that atomically). With Redis down nothing is stored: Unreachable.
+        decides that atomically). With Redis down nothing is stored: Unreachable. A role (or scoped agent)
+        with no live agent is a warning: its steps wait in their queue until one starts.
         """
         desired = load_text(source, filename, self.registry)
-        workflow_plan = plan(desired, new_workflow_id())
         self._check_redis()
+        workflow_plan = plan(desired, new_workflow_id(), agents_by_role(self.client, each_roles(desired)))
+        for warning in workflow_plan.warnings:
+            log.warning("%s", warning)
         created = self.store.create_workflow(workflow_plan, source)
         if created.created:
             self._publish(created.ready, f"workflow {created.workflow_id} was stored")
-        return self.workflow(created.workflow_id), created.created
+        warnings = workflow_plan.warnings + self._unserved((s.role, s.scope) for s in workflow_plan.steps)
+        return Submitted(self.workflow(created.workflow_id), created.created, warnings)
+
+    def _unserved(self, steps: Iterable[tuple[str, str | None]]) -> list[str]:
+        try:
+            return fleet.unserved(steps, fleet.live_agents(self.client))
+        except redis.RedisError as exc:  # only a warning is lost: the workflow is stored and published
+            log.warning("could not read the live agents to warn of roles without one: %s", exc)
+            return []
 
     def _check_redis(self) -> None:
         try:
@@ -82,11 +109,17 @@ class Engine:
         view = self.store.workflow(workflow_id)
         if view is None:
             raise NotFound(f"no workflow {workflow_id}: `converge workflows list` shows the active ones")
+        if any(step.state == StepState.QUEUED for step in view.steps or []):
+            try:  # queued steps that no live agent can take say so
+                return fleet.note_waiting(view, fleet.live_agents(self.client))
+            except redis.RedisError:  # the store's view stands without the notes
+                return view
         return view
 
     def plan(self, source: str, filename: str) -> list[CheckResult]:
         desired = load_text(source, filename, self.registry)
-        workflow_plan = plan(desired, "plan-" + new_workflow_id())
+        agents = agents_by_role(self.client, each_roles(desired))
+        workflow_plan = plan(desired, "plan-" + new_workflow_id(), agents)
         return observe(workflow_plan, self.client, self.dispatcher, self.settings.plan_timeout_s)
 
     def cancel(self, workflow_id: str) -> WorkflowView:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Iterable
 
 import redis
 from pydantic import ValidationError
 
 from common import names
-from common.models import AgentInfo, AgentView
+from common.errors import NotFound, Refused
+from common.models import AgentInfo, AgentView, StepState, WorkflowView
 
 log = logging.getLogger("converge.engine")
 
@@ -73,3 +76,72 @@ def read_agents(client: redis.Redis, reported: set[bytes | str] | None = None) -
                 name,
             )
     return infos
+
+
+def live_agents(client: redis.Redis) -> list[AgentInfo]:
+    """The announced agents whose heartbeat has not expired."""
+    infos = read_agents(client)
+    if not infos:
+        return []
+    alive = alive_ids(client, {info.id for info in infos})
+    return [info for info in infos if info.id in alive]
+
+
+def unserved(steps: Iterable[tuple[str, str | None]], live: Iterable[AgentInfo]) -> list[str]:
+    """A warning for each role (or scoped agent) of `steps` (role, scope) that no live agent serves."""
+    live = list(live)
+    roles = {role for info in live for role in info.roles}
+    ids = {info.id for info in live}
+    waiting: Counter[tuple[str, str | None]] = Counter(
+        (role, scope) for role, scope in steps if (scope not in ids if scope else role not in roles)
+    )
+    warnings = []
+    for (role, scope), count in sorted(waiting.items(), key=lambda item: (item[0][0], item[0][1] or "")):
+        steps_wait = f"{count} step{'s' if count > 1 else ''} wait{'s' if count == 1 else ''}"
+        if scope:
+            warnings.append(
+                f"agent {scope} (scope of role {role}) is not alive: {steps_wait} in its queue until it "
+                f"starts (`converge-agent run --id {scope} --role {role}`)"
+            )
+        else:
+            warnings.append(
+                f"no live agent has role {role}: {steps_wait} in its queue until one starts "
+                f"(`converge-agent run --role {role}`)"
+            )
+    return warnings
+
+
+def waiting_note(role: str) -> str:
+    return f"waiting for an agent of role {role}"
+
+
+def note_waiting(view: WorkflowView, live: Iterable[AgentInfo]) -> WorkflowView:
+    """The view with each queued step whose role has no live agent saying that it waits for one."""
+    roles = {role for info in live for role in info.roles}
+    for step in view.steps or []:
+        if step.state == StepState.QUEUED and step.role not in roles:
+            note = waiting_note(step.role)
+            step.message = f"{note}; {step.message}" if step.message else note
+    return view
+
+
+# KEYS: the agent's alive key, the announcements hash. ARGV: the agent id. Atomic: an agent that comes
+# back between a check and a delete cannot lose its announcement.
+_FORGET = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+return redis.call('HDEL', KEYS[2], ARGV[1])
+"""
+
+
+def forget(client: redis.Redis, agent_id: str) -> None:
+    """Remove the announcement of an agent that is gone for good. Refused while it is alive."""
+    found = client.eval(_FORGET, 2, names.agent_alive_key(agent_id), names.AGENTS_HASH, agent_id)
+    if found == -1:
+        ttl_s = max(0, client.pttl(names.agent_alive_key(agent_id))) / 1000
+        raise Refused(
+            f"agent {agent_id} is alive, or was a moment ago (its heartbeat expires in {ttl_s:.0f}s unless "
+            f"renewed): stop it first (SIGTERM signs it off at once), or if it is gone wait {ttl_s:.0f}s; "
+            "then forget it"
+        )
+    if not found:
+        raise NotFound(f"no agent {agent_id}: `converge agents list` shows the known ones")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
@@ -35,11 +36,33 @@ _STATE_STYLE = {
     "cancelling": "yellow",
     "started": "cyan",
     "running": "cyan",
+    "active": "green",
+    "backup": "cyan",
+    "unavailable": "red",
 }
 
 
 def emit_json(document: Any) -> None:
     print(json.dumps(document, indent=2, default=str))
+
+
+def warn(message: str) -> None:
+    """A warning on stderr: something the operator should know, which did not stop the command."""
+    errors.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+def _ago(value: datetime) -> str:
+    """`value` and how long ago it was, for a `last seen` column: `2024-05-01 12:00:01 (3s ago)`."""
+    seconds = max(0.0, (datetime.now(UTC) - value.replace(tzinfo=value.tzinfo or UTC)).total_seconds())
+    if seconds < 120:
+        age = f"{seconds:.0f}s"
+    elif seconds < 7200:
+        age = f"{seconds / 60:.0f}m"
+    elif seconds < 172800:
+        age = f"{seconds / 3600:.0f}h"
+    else:
+        age = f"{seconds / 86400:.0f}d"
+    return f"{_when(value)} ({age} ago)"
 
 
 def _when(value: datetime | None) -> str:
@@ -105,7 +128,7 @@ def agents_table(views: Sequence[AgentView]) -> None:
             str(a.running),
             a.host,
             str(a.pid),
-            _when(a.last_seen),
+            _ago(a.last_seen),
         )
     console.print(table)
 

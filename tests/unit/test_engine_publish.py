@@ -40,6 +40,11 @@ class FakeRedis:
     def set(self, *_: Any, **__: Any) -> None:
         self.ping()
 
+    def hgetall(self, *_: Any) -> dict[bytes, bytes]:
+        """No agent has announced itself (the engine reads them to warn of roles without one)."""
+        self.ping()
+        return {}
+
 
 class FakeDispatcher:
     def __init__(self) -> None:
