@@ -59,3 +59,26 @@ def cancel_key(step_id: str, attempt: int) -> str:
 def attempt_key(step_id: str) -> str:
     """The current attempt of a step that was retried: deliveries of older attempts are dropped."""
     return f"converge:attempt:{step_id}"
+
+
+def leader_key(role: str) -> str:
+    """A role's leadership lease: its value names the holder (`lease_holder`), its TTL is the lease."""
+    return f"converge:leader:{role}"
+
+
+def epoch_key(role: str) -> str:
+    """A role's fencing epoch: incremented each time its lease changes hands."""
+    return f"converge:epoch:{role}"
+
+
+def lease_holder(agent_id: str, run: str) -> str:
+    """A lease's value: the agent id (what `agents list` shows) and its run (what makes it unique)."""
+    return f"{agent_id}/{run}"
+
+
+def lease_agent(holder: str | bytes | None) -> str | None:
+    """The agent id in a lease's value."""
+    if holder is None:
+        return None
+    text = holder.decode() if isinstance(holder, bytes) else holder
+    return text.split("/", 1)[0]
