@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from agents.identity import default_id
+from common import defaults
 from common.errors import BadInput
 from common.settings import BrokerUrl
 
@@ -72,7 +73,7 @@ class AgentSettings(BaseSettings):
     # Checked as the engine checks it (common.settings.check_broker_url), also by `config set`.
     broker_url: BrokerUrl = Field(default="redis://127.0.0.1:6379/0", validation_alias="CONVERGE_BROKER_URL")
     throttle: int = Field(default=20, ge=1, le=1000)
-    step_timeout_s: float = Field(default=3600.0, gt=0)
+    step_timeout_s: float = Field(default=defaults.STEP_TIMEOUT_S, gt=0)
     # After this many failed heartbeats in a row the agent ends its running steps (nobody can follow them).
     max_connection_failures: int = Field(default=5, ge=1)
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
@@ -83,7 +84,7 @@ class AgentSettings(BaseSettings):
     state_dir: Path = Field(default_factory=lambda: default_state_dir())
     progress_interval_s: float = Field(default=0.5, ge=0)
     visibility_timeout_s: float = Field(
-        default=4 * 3600, gt=0, validation_alias="CONVERGE_VISIBILITY_TIMEOUT_S"
+        default=defaults.VISIBILITY_TIMEOUT_S, gt=0, validation_alias="CONVERGE_VISIBILITY_TIMEOUT_S"
     )
     loglevel: str = "INFO"
     # Celery task events, so that Flower sees every step. They cost a few publishes per step; an agent

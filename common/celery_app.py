@@ -7,10 +7,12 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
-from common import names
+from common import defaults, names
 
 
-def make_app(broker_url: str, *, visibility_timeout_s: float = 4 * 3600, name: str = "converge") -> Celery:
+def make_app(
+    broker_url: str, *, visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S, name: str = "converge"
+) -> Celery:
     """A Celery app on the Redis broker, tuned for steps: JSON only, late ack, prefetch 1, no results.
 
     Steps report through Converge's status stream, so Celery's result backend stays off: it would cost a

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from common import defaults
+
 
 class WorkflowState(StrEnum):
     PENDING = "pending"
@@ -63,6 +65,21 @@ class StepMessage(BaseModel):
     # The no-progress timeout of this step; None: the agent's own `step_timeout_s`.
     timeout_s: float | None = None
     reply_to: str | None = None
+
+    @classmethod
+    def from_plan(cls, step: BaseModel, workflow_id: str, **extra: Any) -> StepMessage:
+        """The message of a planned step (a `workflows.plan.StepPlan`): each field the plan has (see
+        STEP_SOURCES); `extra` sets the others (`mode`, `reply_to`)."""
+        planned = dict(step)
+        values = {field: planned[source] for field, source in STEP_SOURCES if source in planned}
+        return cls(**values, workflow_id=workflow_id, **extra)
+
+
+# Where each field of a step message comes from in a planned step or a stored row: the field of the same
+# name, but `step_id`, which is the step's `id`.
+STEP_SOURCES: tuple[tuple[str, str], ...] = tuple(
+    (field, "id" if field == "step_id" else field) for field in StepMessage.model_fields
+)
 
 
 # Sequence numbers of the reports an agent's own run did not write: the main process's report of an attempt
@@ -144,7 +161,7 @@ class AgentInfo(BaseModel):
     pid: int
     version: str
     throttle: int
-    step_timeout_s: float = 3600.0
+    step_timeout_s: float = defaults.STEP_TIMEOUT_S
     # The engine waits this long without a heartbeat before it holds the agent lost (None: the default).
     heartbeat_ttl_s: float | None = None
     started_at: datetime

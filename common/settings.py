@@ -15,6 +15,7 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common import defaults
 from common.errors import BadInput
 
 ENV_PREFIX = "CONVERGE_"
@@ -113,11 +114,11 @@ class Settings(BaseSettings):
     api_bind: str = "127.0.0.1:8765"
     token: str | None = None
     # Longer than any step may run: kombu re-delivers unacknowledged messages older than this.
-    visibility_timeout_s: float = Field(default=4 * 3600, gt=0)
+    visibility_timeout_s: float = Field(default=defaults.VISIBILITY_TIMEOUT_S, gt=0)
     # How long `plan` waits for the agents' observations.
     plan_timeout_s: float = Field(default=30.0, gt=0)
     # The no-progress timeout of a step that sets none, when its agent announced none either.
-    step_timeout_s: float = Field(default=3600.0, gt=0)
+    step_timeout_s: float = Field(default=defaults.STEP_TIMEOUT_S, gt=0)
     # Succeeded workflows stay in history this long; the engine prunes older ones every hour.
     history_retention_days: float = Field(default=30.0, ge=0)
     # How often the engine's watchdog looks for timeouts, due retries and stopped agents.

@@ -24,21 +24,7 @@ def observe(
     whose role has no live agent makes no step: it comes last, as an error saying so.
     """
     reply_to = names.plan_reply_key(uuid.uuid4().hex)
-    messages = [
-        StepMessage(
-            workflow_id=plan.id,
-            step_id=step.id,
-            resource=step.resource,
-            kind=step.kind,
-            name=step.name,
-            role=step.role,
-            scope=step.scope,
-            spec=step.spec,
-            mode="check",
-            reply_to=reply_to,
-        )
-        for step in plan.steps
-    ]
+    messages = [StepMessage.from_plan(step, plan.id, mode="check", reply_to=reply_to) for step in plan.steps]
     dispatcher.publish(messages, expires_s=timeout_s)
     answers: dict[str, CheckResult] = {}
     deadline = time.monotonic() + timeout_s

@@ -35,8 +35,9 @@ class StepPlan(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     dependents: list[str] = Field(default_factory=list)
     timeout_s: float | None = None
-    retry_attempts: int = 3
-    retry_backoff_s: float = 2.0
+    # The resource's retry policy (workflows.spec.RetryPolicy, where its defaults are).
+    retry_attempts: int
+    retry_backoff_s: float
     credentials: list[str] = Field(default_factory=list)
 
 

@@ -18,18 +18,11 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from common import lifecycle
 from common.errors import BadInput, NotFound, Refused, Unreachable
 from common.lifecycle import Verdict
-from common.models import (
-    FINISHED_WORKFLOW,
-    StatusEvent,
-    StepMessage,
-    StepState,
-    StepView,
-    WorkflowState,
-    WorkflowView,
-)
+from common.models import FINISHED_WORKFLOW, StatusEvent, StepMessage, StepState, WorkflowState, WorkflowView
 from common.settings import redact
 from common.store.interface import Created, RecordResult, StaleStep, StopResult
-from common.store.tables import ACTIVE_WORKFLOW, metadata, steps, workflows
+from common.store.rows import message_from_row, row_from_plan, view_from_row
+from common.store.tables import ACTIVE_WORKFLOW, RUN_COLUMNS, metadata, steps, workflows
 from common.store.upgrade import upgrade
 
 if TYPE_CHECKING:
@@ -39,13 +32,13 @@ log = logging.getLogger("converge.store")
 
 _RETRYABLE_WORKFLOW = {WorkflowState.FAILED, WorkflowState.ABORTED, WorkflowState.CANCELLED}
 
-# What an event can change on a step, and what recording events reads (not the spec, which can be big).
-_SAVED = ["state", "changed", "agent", "progress", "message", "error", "started_at", "finished_at"]
-_SAVED += ["last_seq", "last_report_at", "attempt", "not_before", "waiting", "lost_attempt"]
+# What an event can change on a step (its run), and what recording events reads: that, and what it needs
+# to release dependents and retry (not the spec, which can be big).
+_SAVED = RUN_COLUMNS
 _EVENT_COLUMNS = [
-    steps.c[name] for name in ["id", "workflow_id", "dependents", "retry_attempts", "retry_backoff_s"]
+    steps.c[name]
+    for name in ["id", "workflow_id", "dependents", "retry_attempts", "retry_backoff_s", *_SAVED]
 ]
-_EVENT_COLUMNS += [steps.c[name] for name in _SAVED]
 # Built once: they run on every batch of status events.
 _SAVE = update(steps).where(steps.c.id == bindparam("b_id")).values({c: bindparam(f"b_{c}") for c in _SAVED})
 _RELEASE = (
@@ -121,7 +114,7 @@ class SqlStore:
         The check and the insert are one transaction under the write lock; the partial unique index on the
         digest of active workflows holds them together across processes too (the loser returns the winner).
         """
-        rows = _step_rows(plan)
+        rows = [row_from_plan(step, plan.id) for step in plan.steps]
         try:
             with self._write, self.engine.begin() as conn:
                 existing = self._active(conn, plan.digest)
@@ -133,7 +126,7 @@ class SqlStore:
             if existing is None:
                 raise
             return Created(existing, created=False)
-        ready = [self._message(r) for r in rows if r["state"] == StepState.QUEUED]
+        ready = [message_from_row(r) for r in rows if r["state"] == StepState.QUEUED]
         return Created(plan.id, created=True, ready=ready)
 
     def _insert(self, conn: Connection, plan: WorkflowPlan, source: str, rows: list[dict[str, Any]]) -> None:
@@ -277,7 +270,7 @@ class SqlStore:
                 .where(workflows.c.id == workflow_id)
                 .values(state=WorkflowState.RUNNING, finished_at=None, history=False, updated_at=time.time())
             )
-        return [self._message(r) for r in again if r["state"] == StepState.QUEUED]
+        return [message_from_row(r) for r in again if r["state"] == StepState.QUEUED]
 
     def due_retries(self, now: float) -> list[StepMessage]:
         """Steps whose retry backoff has passed, now marked `queued`: publish them."""
@@ -290,7 +283,7 @@ class SqlStore:
             for row in rows:
                 row["state"], row["not_before"] = StepState.QUEUED, None
             self._save(conn, rows)
-        return [self._message(r) for r in rows]
+        return [message_from_row(r) for r in rows]
 
     def started(self) -> list[StaleStep]:
         """Every running step with when it last reported: what the watchdog looks at."""
@@ -342,7 +335,7 @@ class SqlStore:
                 ready.append(row)
         params = [{"b_id": r["id"], "b_waiting": r["waiting"], "b_state": r["state"]} for r in rows.values()]
         conn.execute(_RELEASE, params)
-        return [self._message(r) for r in ready]
+        return [message_from_row(r) for r in ready]
 
     def _settle(self, conn: Connection, current: dict[str, WorkflowState]) -> list[str]:
         """Derive the state of unfinished workflows from their steps; return those that just finished.
@@ -410,7 +403,7 @@ class SqlStore:
                 return None
             view = _workflow_view(row)
             if steps:
-                view.steps = [_step_view(r) for r in self._steps_of(conn, workflow_id)]
+                view.steps = [view_from_row(r) for r in self._steps_of(conn, workflow_id)]
         return view
 
     def _steps_of(self, conn: Connection, workflow_id: str) -> Sequence[Any]:
@@ -430,7 +423,7 @@ class SqlStore:
     def queued(self) -> list[StepMessage]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(steps).where(steps.c.state == StepState.QUEUED)).mappings().all()
-        return [self._message(dict(r)) for r in rows]
+        return [message_from_row(dict(r)) for r in rows]
 
     def running_by_agent(self) -> dict[str, int]:
         query = (
@@ -441,48 +434,6 @@ class SqlStore:
         with self.engine.connect() as conn:
             return {str(agent): int(n) for agent, n in conn.execute(query)}
 
-    def _message(self, row: dict[str, Any]) -> StepMessage:
-        return StepMessage(
-            workflow_id=row["workflow_id"],
-            step_id=row["id"],
-            resource=row["resource"],
-            attempt=row["attempt"],
-            kind=row["kind"],
-            name=row["name"],
-            role=row["role"],
-            scope=row["scope"],
-            spec=json.loads(row["spec"]),
-            credentials=json.loads(row["credentials"]),
-            timeout_s=row["timeout_s"],
-        )
-
-
-def _step_rows(plan: WorkflowPlan) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": s.id,
-            "workflow_id": plan.id,
-            "idx": s.index,
-            "resource": s.resource,
-            "kind": s.kind,
-            "name": s.name,
-            "role": s.role,
-            "scope": s.scope,
-            "spec": json.dumps(s.spec),
-            "depends_on": json.dumps(s.depends_on),
-            "dependents": json.dumps(s.dependents),
-            "waiting": len(s.depends_on),
-            "state": StepState.QUEUED if not s.depends_on else StepState.PENDING,
-            "attempt": 1,
-            "last_seq": 0,
-            "timeout_s": s.timeout_s,
-            "retry_attempts": s.retry_attempts,
-            "retry_backoff_s": s.retry_backoff_s,
-            "credentials": json.dumps(s.credentials),
-        }
-        for s in plan.steps
-    ]
-
 
 def _workflow_view(row: Any) -> WorkflowView:
     return WorkflowView(
@@ -490,23 +441,6 @@ def _workflow_view(row: Any) -> WorkflowView:
         name=row["name"],
         state=WorkflowState(row["state"]),
         created_at=datetime.fromtimestamp(row["created_at"], UTC),
-        finished_at=_ts(row["finished_at"]),
-    )
-
-
-def _step_view(row: Any) -> StepView:
-    return StepView(
-        id=row["id"],
-        resource=row["resource"],
-        role=row["role"],
-        state=StepState(row["state"]),
-        attempt=row["attempt"],
-        changed=row["changed"],
-        agent=row["agent"],
-        progress=row["progress"],
-        message=row["message"],
-        error=row["error"],
-        started_at=_ts(row["started_at"]),
         finished_at=_ts(row["finished_at"]),
     )
 

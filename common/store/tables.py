@@ -35,6 +35,10 @@ Index(
     postgresql_where=workflows.c.state.in_(ACTIVE_WORKFLOW),
 )
 
+# On a step's column: the step's run changes it (its attempt, state, outcome, or what it waits for), and
+# saving a step after status events writes it. The other columns are set when the workflow is planned.
+RUN = {"run": True}
+
 steps = Table(
     "converge_steps",
     metadata,
@@ -49,22 +53,23 @@ steps = Table(
     Column("spec", Text, nullable=False),
     Column("depends_on", Text, nullable=False),
     Column("dependents", Text, nullable=False),
-    Column("waiting", Integer, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("attempt", Integer, nullable=False),
-    Column("changed", Boolean),
-    Column("agent", String(128)),
-    Column("progress", Float),
-    Column("message", Text),
-    Column("error", Text),
-    Column("started_at", Float),
-    Column("finished_at", Float),
-    Column("last_seq", Integer, nullable=False),
-    Column("last_report_at", Float),
-    Column("not_before", Float),  # a retry waiting out its backoff: dispatched once this time has passed
+    Column("waiting", Integer, nullable=False, info=RUN),
+    Column("state", String(16), nullable=False, info=RUN),
+    Column("attempt", Integer, nullable=False, info=RUN),
+    Column("changed", Boolean, info=RUN),
+    Column("agent", String(128), info=RUN),
+    Column("progress", Float, info=RUN),
+    Column("message", Text, info=RUN),
+    Column("error", Text, info=RUN),
+    Column("started_at", Float, info=RUN),
+    Column("finished_at", Float, info=RUN),
+    Column("last_seq", Integer, nullable=False, info=RUN),
+    Column("last_report_at", Float, info=RUN),
+    # A retry waiting out its backoff: dispatched once this time has passed.
+    Column("not_before", Float, info=RUN),
     # The attempt before this one, when the engine gave up on it unheard (lost with its agent): a success it
     # reports late still counts, until this attempt has started.
-    Column("lost_attempt", Integer),
+    Column("lost_attempt", Integer, info=RUN),
     Column("timeout_s", Float),
     Column("retry_attempts", Integer, nullable=False),
     Column("retry_backoff_s", Float, nullable=False),
@@ -72,3 +77,6 @@ steps = Table(
     Index("ix_steps_workflow_state", "workflow_id", "state"),
     Index("ix_steps_state", "state"),
 )
+
+# The columns a step's run changes, in table order.
+RUN_COLUMNS = tuple(column.name for column in steps.columns if column.info.get("run"))

@@ -1,0 +1,12 @@
+"""Defaults that more than one part of Converge relies on, each defined once.
+
+The engine's settings, the agents' settings and what an agent announces about itself must agree on these;
+a change here changes all of them.
+"""
+
+from __future__ import annotations
+
+# Longer than any step may run: kombu re-delivers unacknowledged messages older than this.
+VISIBILITY_TIMEOUT_S: float = 4 * 3600
+# The no-progress timeout of a step that sets none.
+STEP_TIMEOUT_S = 3600.0
