@@ -25,9 +25,12 @@ log = logging.getLogger("converge.agent")
 
 # Claim the attempt and report `started` in one round trip. A delivery is dropped when the attempt was
 # already claimed (a redelivery after the visibility timeout, a re-publish after an engine crash), when
-# it was cancelled before it started, or when the step has been retried since (an older attempt).
+# it was cancelled before it started, or when the step has been retried since (an older attempt). A role
+# step is put back on its queue when this agent does not hold the role's lease (ARGV[5], KEYS[5]): the
+# fencing that keeps an agent that lost its leadership, paused or cut off, from running the role's steps.
 _CLAIM_AND_START = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'cancelled' end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[5] then return 'not leader' end
 local current = redis.call('GET', KEYS[4])
 if current and current ~= ARGV[4] then return 'stale attempt' end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -47,6 +50,7 @@ class Claim(Enum):
     CANCELLED = "cancelled"
     STALE = "stale attempt"
     TAKEN = "already claimed"
+    NOT_LEADER = "not leader"
 
 
 class Reporter:
@@ -56,10 +60,12 @@ class Reporter:
     process sends it again later. Progress reports are only worth sending now, and are not kept.
     """
 
-    def __init__(self, broker_url: str, agent_id: str, outbox: Outbox) -> None:
+    def __init__(self, broker_url: str, agent_id: str, outbox: Outbox, lease_holder: str = "") -> None:
         self.broker_url = broker_url
         self.agent_id = agent_id
         self.outbox = outbox
+        # This agent's value in a role's lease; "" runs role steps without asking who leads the role.
+        self.lease_holder = lease_holder
         self._client: redis.Redis | None = None
         self._watch_client: redis.Redis | None = None
         self._claim: Any = None
@@ -117,12 +123,14 @@ class Reporter:
             names.STATUS_STREAM,
             names.cancel_key(message.step_id, message.attempt),
             names.attempt_key(message.step_id),
+            names.leader_key(message.role),
         ]
         args: list[str | int] = [
             self.agent_id,
             int(claim_ttl_s * 1000),
             self._event(message, 1, "started"),
             str(message.attempt),
+            "" if message.scope else self.lease_holder,  # a step pinned to this agent needs no lease
         ]
         client = self.client
         answer = self._claim(keys=keys, args=args, client=client)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import redis
+from celery.exceptions import Reject
 
 from agents.control import StepControl
 from agents.reporter import Claim, Reporter, StepProgress
@@ -80,6 +81,14 @@ class StepRunner:
             return
         self.reporter.outbox.begin(message)
         claim = self._claim(message)
+        if claim is Claim.NOT_LEADER:  # the role's new leader takes it from the queue
+            self.reporter.outbox.forget(message)
+            log.info(
+                "putting step %s back on its queue: this agent does not lead %s",
+                message.step_id,
+                message.role,
+            )
+            raise Reject(claim.value, requeue=True)
         if claim is not Claim.OURS:
             self.reporter.outbox.forget(message)
             log.warning("dropping step %s attempt %d: %s", message.step_id, message.attempt, claim.value)

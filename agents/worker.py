@@ -12,7 +12,10 @@ import redis
 from celery import Celery, signals
 
 from agents.config import AgentSettings, ConfigError
+from agents.connection import fail_fast
 from agents.courier import Courier
+from agents.election import Election
+from agents.elector import Elector
 from agents.heartbeat import Heartbeat, Link, agent_info
 from agents.identity import claim, new_token
 from agents.outbox import Outbox
@@ -36,6 +39,7 @@ def converge_version() -> str:
 
 
 def queues_for(settings: AgentSettings) -> list[str]:
+    """Every queue the agent may consume: its roles' (while it leads them) and its own."""
     return [names.role_queue(role) for role in settings.roles] + [names.agent_queue(settings.id)]
 
 
@@ -51,14 +55,14 @@ def open_outbox(settings: AgentSettings) -> Outbox:
         ) from exc
 
 
-def build_app(settings: AgentSettings, outbox: Outbox, link: Link) -> Celery:
+def build_app(settings: AgentSettings, outbox: Outbox, link: Link, lease_holder: str) -> Celery:
     """The agent's Celery app with the step task bound to this agent's runner."""
     app = make_app(settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s)
     runner = StepRunner(
         settings.id,
         settings.roles,
         default_registry(),
-        Reporter(settings.broker_url, settings.id, outbox),
+        Reporter(settings.broker_url, settings.id, outbox, lease_holder),
         settings.progress_interval_s,
         settings.visibility_timeout_s,
         settings.step_timeout_s,
@@ -92,7 +96,20 @@ def run(settings: AgentSettings) -> None:
         client.close()
     outbox = open_outbox(settings)
     link = Link(settings.max_connection_failures)
-    app = build_app(settings, outbox, link)
+    holder = names.lease_holder(settings.id, token)
+    app = build_app(settings, outbox, link, holder)
+    elector = Elector(
+        Election(
+            fail_fast(settings.broker_url, settings.heartbeat_interval_s),
+            settings.roles,
+            holder,
+            ttl_s=settings.heartbeat_ttl_s,
+            # It ends its steps after this window without Redis (the connection-failure limit): it stops
+            # acting as leader then too, before its lease can expire and a backup take over.
+            renew_deadline_s=settings.heartbeat_interval_s * (settings.max_connection_failures + 1),
+        ),
+        settings.heartbeat_interval_s,
+    )
     courier = Courier(outbox, settings.broker_url, settings.id)
     heartbeat = Heartbeat(
         settings.broker_url, info, settings.heartbeat_interval_s, settings.heartbeat_ttl_s, link, token
@@ -111,11 +128,13 @@ def run(settings: AgentSettings) -> None:
 
     link.on_cut_off, link.on_restored = on_cut_off, on_restored
 
-    def on_ready(**_: Any) -> None:
+    def on_ready(sender: Any = None, **_: Any) -> None:
         courier.start()
         heartbeat.start()
+        elector.start(sender)  # the consumer: sent again after a reconnect, with its new state
 
     def on_shutdown(**_: Any) -> None:
+        elector.stop()
         heartbeat.stop()
         courier.stop()
 
@@ -132,7 +151,8 @@ def run(settings: AgentSettings) -> None:
             f"--loglevel={settings.loglevel}",
             "--pool=prefork",
             f"--concurrency={settings.throttle}",
-            f"--queues={','.join(queues_for(settings))}",
+            # only its own queue at first: the elector adds a role's queue while the agent leads the role
+            f"--queues={names.agent_queue(settings.id)}",
             f"--hostname={settings.id}@%h",
             *(["--task-events"] if settings.task_events else []),
             "--without-gossip",

@@ -168,11 +168,16 @@ class AgentInfo(BaseModel):
     last_seen: datetime
 
 
+AgentState = Literal["active", "backup", "unavailable", "pending", "denied"]
+
+
 class AgentView(BaseModel):
     id: str
     roles: list[str]
-    state: Literal["active", "backup", "unavailable", "pending", "denied"]
+    state: AgentState
     leader_of: list[str]
+    # The fencing epoch of each role it leads.
+    epochs: dict[str, int] = Field(default_factory=dict)
     last_seen: datetime
     running: int
     host: str

@@ -11,33 +11,57 @@ from pydantic import ValidationError
 
 from common import names
 from common.errors import NotFound, Refused
-from common.models import AgentInfo, AgentView, StepState, WorkflowView
+from common.models import AgentInfo, AgentState, AgentView, StepState, WorkflowView
 
 log = logging.getLogger("converge.engine")
 
 
 def list_agents(client: redis.Redis, running: dict[str, int]) -> list[AgentView]:
-    """Every agent that ever announced itself; `unavailable` once its heartbeat key has expired."""
+    """Every agent that ever announced itself: `active` while it leads a role, `backup` while it is alive
+    and leads none, `unavailable` once its heartbeat key has expired."""
     infos = read_agents(client)
     infos.sort(key=lambda info: info.id)
     alive = alive_ids(client, {info.id for info in infos})
-    return [
-        AgentView(
-            id=info.id,
-            roles=info.roles,
-            state="active" if is_alive else "unavailable",
-            # No election yet: every live agent consumes its role queues, and none leads them alone.
-            leader_of=[],
-            last_seen=info.last_seen,
-            running=running.get(info.id, 0),
-            host=info.host,
-            pid=info.pid,
-            version=info.version,
-            throttle=info.throttle,
-            step_timeout_s=info.step_timeout_s,
-        )
-        for info, is_alive in ((info, info.id in alive) for info in infos)
-    ]
+    led = leaders(client, sorted({role for info in infos for role in info.roles}))
+    views = []
+    for info in infos:
+        epochs = {
+            role: epoch for role, (agent, epoch) in led.items() if agent == info.id and role in info.roles
+        }
+        state: AgentState = "unavailable" if info.id not in alive else "active" if epochs else "backup"
+        views.append(_view(info, state, epochs, running.get(info.id, 0)))
+    return views
+
+
+def leaders(client: redis.Redis, roles: list[str]) -> dict[str, tuple[str | None, int]]:
+    """Who leads each role (an agent id, or None while nobody does) and the role's fencing epoch."""
+    if not roles:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for role in roles:
+        pipe.get(names.leader_key(role))
+        pipe.get(names.epoch_key(role))
+    found = pipe.execute()
+    return {
+        role: (names.lease_agent(found[2 * i]), int(found[2 * i + 1] or 0)) for i, role in enumerate(roles)
+    }
+
+
+def _view(info: AgentInfo, state: AgentState, epochs: dict[str, int], running: int) -> AgentView:
+    return AgentView(
+        id=info.id,
+        roles=info.roles,
+        state=state,
+        leader_of=sorted(epochs),
+        epochs=epochs,
+        last_seen=info.last_seen,
+        running=running,
+        host=info.host,
+        pid=info.pid,
+        version=info.version,
+        throttle=info.throttle,
+        step_timeout_s=info.step_timeout_s,
+    )
 
 
 def alive_ids(client: redis.Redis, agent_ids: set[str]) -> set[str]:

@@ -124,7 +124,10 @@ def agents_table(views: Sequence[AgentView]) -> None:
             a.id,
             ", ".join(a.roles),
             _state(a.state),
-            ", ".join(a.leader_of) or "-",
+            ", ".join(
+                f"{role} (epoch {a.epochs[role]})" if role in a.epochs else role for role in a.leader_of
+            )
+            or "-",
             str(a.running),
             a.host,
             str(a.pid),

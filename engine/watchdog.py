@@ -61,6 +61,8 @@ class Watchdog:
             events = self._verdicts(running, now)
             if events:
                 engine.act(engine.store.record(events))
+                # a lost agent that comes back (a paused process) ends what it still runs of these attempts
+                engine.dispatcher.stop([(e.step_id, e.attempt) for e in events if e.lost])
         due = engine.store.due_retries(now)  # after the verdicts: a lost step's next attempt goes out now
         if due:
             engine.dispatcher.publish(due)

@@ -202,7 +202,9 @@ class Stack:
         if task_events is not None:
             argv.append("--task-events" if task_events else "--no-task-events")
         child = self.spawn(f"agent-{agent_id}", argv)
-        self._wait(lambda: self.agent_state(agent_id) == "active", 90, f"agent {agent_id} to be active")
+        self._wait(
+            lambda: self.agent_state(agent_id) in ("active", "backup"), 90, f"agent {agent_id} to be up"
+        )
         # `active` is announced on worker_ready, when the prefork pool is up; give the children a moment
         # to finish importing so that the first timed run does not pay for it.
         time.sleep(1.0)

@@ -105,7 +105,7 @@ class Cluster:
         if throttle is not None:
             argv += ["--throttle", str(throttle)]
         self._spawn(f"agent-{agent_id}", argv)
-        wait_for(lambda: self.agent_state(agent_id) == "active", 60, f"agent {agent_id} to be active")
+        wait_for(lambda: self.agent_state(agent_id) in ("active", "backup"), 60, f"agent {agent_id} to be up")
 
     def agent_state(self, agent_id: str) -> str | None:
         result = self.cli("agents", "list", "--json")

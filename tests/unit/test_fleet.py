@@ -29,8 +29,11 @@ def test_one_malformed_agent_record_is_skipped_and_logged_and_the_others_are_lis
     announce(client, "web-1")
     client.hset(names.AGENTS_HASH, "broken", record)
     announce(client, "web-2")
+    client.set(names.leader_key("web"), names.lease_holder("web-2", "run"))
+    client.set(names.epoch_key("web"), 4)
 
     agents = list_agents(client, {"web-2": 3})
 
-    assert [(a.id, a.state, a.running) for a in agents] == [("web-1", "active", 0), ("web-2", "active", 3)]
+    assert [(a.id, a.state, a.running) for a in agents] == [("web-1", "backup", 0), ("web-2", "active", 3)]
+    assert (agents[1].leader_of, agents[1].epochs) == (["web"], {"web": 4})
     assert "skipping the malformed record of agent 'broken'" in caplog.text
