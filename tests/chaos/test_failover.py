@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from common import names
-from tests.chaos.test_agent_loss import lines, workflow
+from tests.chaos.test_agent_loss import lines, succeeded, workflow
 from tests.integration.conftest import Cluster, desired_state, wait_for
 
 INTERVAL_S = 1.0
@@ -69,16 +69,6 @@ def apply_logged(cluster: Cluster, tmp_path: Path, seconds: float) -> str:
     return workflow_id
 
 
-def finished(cluster: Cluster, workflow_id: str) -> dict[str, Any]:
-    document: dict[str, Any] = wait_for(
-        lambda: (wf := workflow(cluster, workflow_id))["state"] in ("succeeded", "failed") and wf,
-        60,
-        "the end",
-    )
-    assert document["state"] == "succeeded", document
-    return document
-
-
 def test_only_one_of_three_agents_leads_the_role_and_the_others_are_backups(cluster: Cluster) -> None:
     fast_heartbeats(cluster)
     for agent_id in ("a1", "a2", "a3"):
@@ -103,7 +93,7 @@ def test_a_backup_takes_over_a_killed_leaders_role_within_the_ttl_and_runs_its_s
 
     killed_at = time.time()
     cluster.stop(f"agent-{first}", signal.SIGKILL)
-    done = finished(cluster, workflow_id)
+    done = succeeded(cluster, workflow_id)
 
     step = done["steps"][0]
     new = step["agent"]
@@ -131,7 +121,7 @@ def test_a_leader_paused_past_its_ttl_comes_back_as_a_backup_and_its_late_result
 
     os.killpg(agent.pid, signal.SIGSTOP)  # the step's command runs on, in its own session, and ends
     try:
-        done = finished(cluster, workflow_id)  # attempt 2, on the new leader, finds the step done
+        done = succeeded(cluster, workflow_id)  # attempt 2, on the new leader, finds the step done
     finally:
         os.killpg(agent.pid, signal.SIGCONT)
     other = {"a1": "a2", "a2": "a1"}[first]
