@@ -31,6 +31,7 @@ _STOPPED: dict[str, tuple[str, dict[str, object]]] = {
     ),
 }
 CLAIM_RETRY_MAX_S = 5.0
+NOT_LEADER_PAUSE_S = 0.2
 
 
 def stopped(reason: str, timeout_s: float) -> tuple[str, dict[str, object]]:
@@ -88,6 +89,9 @@ class StepRunner:
                 message.step_id,
                 message.role,
             )
+            # Until the elector cancels this agent's consumer of the role (one heartbeat at most), it could
+            # take the same message again at once: a pause keeps that from spinning.
+            time.sleep(NOT_LEADER_PAUSE_S)
             raise Reject(claim.value, requeue=True)
         if claim is not Claim.OURS:
             self.reporter.outbox.forget(message)

@@ -7,13 +7,17 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from agents.election import Election
+from agents.outbox import Outbox
+from agents.reporter import Claim, Reporter
 from common import names
 from common.localredis import LocalRedis
+from common.models import StepMessage
 from tests.integration.conftest import wait_for
 
 ROLE = "web"
@@ -149,3 +153,28 @@ def test_never_two_leaders_at_one_epoch_over_50_forced_failovers(
     ordered = sorted((span for holders in spans.values() for span in holders), key=lambda span: span[1])
     for (prev, _, prev_end), (cur, cur_start, _) in itertools.pairwise(ordered):
         assert prev_end < cur_start, f"{prev} still acted as leader when {cur} did"
+
+
+def test_an_agent_that_does_not_hold_a_roles_lease_cannot_claim_its_steps_but_can_claim_its_own(
+    client: redis.Redis, redis_server: LocalRedis, tmp_path: Path
+) -> None:
+    def message(step_id: str, scope: str | None = None) -> StepMessage:
+        return StepMessage(
+            workflow_id="w",
+            step_id=step_id,
+            resource="r",
+            kind="file",
+            name="n",
+            role=ROLE,
+            scope=scope,
+            spec={},
+        )
+
+    outbox = Outbox(tmp_path / "outbox.db", "run")
+    leader = Reporter(redis_server.url, "a", outbox, names.lease_holder("a", "run"))
+    backup = Reporter(redis_server.url, "b", outbox, names.lease_holder("b", "run"))
+    contender(client, "a").campaign()
+
+    assert backup.claim_and_start(message("w.0"), 60) is Claim.NOT_LEADER
+    assert backup.claim_and_start(message("w.1", scope="b"), 60) is Claim.OURS, "its own steps need no lease"
+    assert leader.claim_and_start(message("w.0"), 60) is Claim.OURS
