@@ -79,7 +79,7 @@ class AgentSettings(BaseSettings):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     # The engine holds the agent lost, and runs its steps again, this long after its last heartbeat: longer
     # than the (max_connection_failures + 1) intervals the agent takes to end them itself.
-    heartbeat_ttl_s: float = Field(default=15.0, gt=0)
+    heartbeat_ttl_s: float = Field(default=defaults.HEARTBEAT_TTL_S, gt=0)
     # Where the agent keeps its outbox and the journal of its running steps (a folder per agent id).
     state_dir: Path = Field(default_factory=lambda: default_state_dir())
     progress_interval_s: float = Field(default=0.5, ge=0)

@@ -17,9 +17,8 @@ import threading
 
 import redis
 
-from agents.connection import fail_fast
-from agents.outbox import Outbox, Running, process_start
-from agents.reporter import event_json
+from agents.outbox import Running, process_start
+from agents.reporter import Reporter
 from common import names
 from common.models import AGENT_SEQ
 
@@ -32,10 +31,9 @@ GRACE_S = 1.0
 
 
 class Courier:
-    def __init__(self, outbox: Outbox, broker_url: str, agent_id: str) -> None:
-        self.outbox = outbox
-        self.agent_id = agent_id
-        self.client = fail_fast(broker_url, 5.0)
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter  # the pool processes' own, used from the main process
+        self.outbox = reporter.outbox
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="converge-courier", daemon=True)
@@ -80,7 +78,7 @@ class Courier:
             if not batch:
                 break
             try:
-                pipe = self.client.pipeline(transaction=False)
+                pipe = self.reporter.client.pipeline(transaction=False)
                 for entry in batch:
                     pipe.xadd(names.STATUS_STREAM, {"e": entry.event})
                 pipe.execute()
@@ -112,15 +110,7 @@ class Courier:
             _end_group(pgid, started)
         error = f"worker lost: {why}"
         log.warning("step %s attempt %d: %s", message.step_id, message.attempt, error)
-        event = event_json(
-            self.agent_id, message, AGENT_SEQ, "failed", error=error, retryable=True, lost=True
-        )
-        entry = self.outbox.finish(message, event)
-        try:
-            self.client.xadd(names.STATUS_STREAM, {"e": event})
-        except redis.RedisError:
-            return  # kept: sent with the others once Redis can be reached
-        self.outbox.sent([entry])
+        self.reporter.final(message, AGENT_SEQ, "failed", error=error, retryable=True, lost=True)
 
 
 def _end_group(pgid: int, started: str) -> None:

@@ -72,6 +72,7 @@ class Heartbeat:
         self, broker_url: str, info: AgentInfo, interval_s: float, ttl_s: float, link: Link, token: str
     ) -> None:
         self.client = fail_fast(broker_url, interval_s)
+        self._renew = self.client.register_script(identity.RENEW)  # EVALSHA on every beat
         self.info = info
         self.token = token  # this run's hold on the id (agents.identity.claim)
         self.interval_s = interval_s
@@ -92,7 +93,7 @@ class Heartbeat:
         keys = [names.agent_alive_key(self.info.id), names.AGENTS_HASH]
         ttl_ms = int(self.ttl_s * 1000)
         args: list[str | int] = [self.token, ttl_ms, self.info.id, self.info.model_dump_json()]
-        if not self.client.eval(identity.RENEW, 2, *keys, *args):
+        if not self._renew(keys=keys, args=args):
             raise Displaced(f"another agent now holds the id {self.info.id!r}")
 
     def tick(self) -> None:

@@ -55,14 +55,14 @@ def open_outbox(settings: AgentSettings) -> Outbox:
         ) from exc
 
 
-def build_app(settings: AgentSettings, outbox: Outbox, link: Link, lease_holder: str) -> Celery:
+def build_app(settings: AgentSettings, reporter: Reporter, link: Link) -> Celery:
     """The agent's Celery app with the step task bound to this agent's runner."""
     app = make_app(settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s)
     runner = StepRunner(
         settings.id,
         settings.roles,
         default_registry(),
-        Reporter(settings.broker_url, settings.id, outbox, lease_holder),
+        reporter,
         settings.progress_interval_s,
         settings.visibility_timeout_s,
         settings.step_timeout_s,
@@ -94,10 +94,10 @@ def run(settings: AgentSettings) -> None:
         ) from exc
     finally:
         client.close()
-    outbox = open_outbox(settings)
     link = Link(settings.max_connection_failures)
     holder = names.lease_holder(settings.id, token)
-    app = build_app(settings, outbox, link, holder)
+    reporter = Reporter(settings.broker_url, settings.id, open_outbox(settings), holder)
+    app = build_app(settings, reporter, link)
     elector = Elector(
         Election(
             fail_fast(settings.broker_url, settings.heartbeat_interval_s),
@@ -110,7 +110,7 @@ def run(settings: AgentSettings) -> None:
         ),
         settings.heartbeat_interval_s,
     )
-    courier = Courier(outbox, settings.broker_url, settings.id)
+    courier = Courier(reporter)
     heartbeat = Heartbeat(
         settings.broker_url, info, settings.heartbeat_interval_s, settings.heartbeat_ttl_s, link, token
     )

@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
-from kombu.exceptions import OperationalError
 
 from common import names
 from common.errors import NotFound, Unreachable
@@ -18,16 +17,13 @@ from common.settings import Settings, redact
 from common.store import RecordResult, Store
 from engine import fleet
 from engine.checks import observe
-from engine.dispatcher import Dispatcher
+from engine.dispatcher import PUBLISH_ERRORS, Dispatcher
 from engine.fanout import agents_by_role
 from workflows.plan import each_roles, plan
 from workflows.registry import Registry
 from workflows.spec import load_text
 
 log = logging.getLogger("converge.engine")
-
-# What publishing raises when Redis cannot be reached: redis-py's errors, kombu's, or the socket's own.
-PUBLISH_ERRORS = (redis.RedisError, OperationalError, OSError)
 
 
 def new_workflow_id() -> str:

@@ -7,9 +7,13 @@ from collections.abc import Iterable
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from common import names
 from common.models import StepMessage
+
+# What publishing raises when Redis cannot be reached: redis-py's errors, kombu's, or the socket's own.
+PUBLISH_ERRORS = (redis.RedisError, OperationalError, OSError)
 
 
 def queue_of(message: StepMessage) -> str:

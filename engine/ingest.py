@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import kombu.exceptions
 import redis
 from pydantic import TypeAdapter, ValidationError
 
@@ -28,6 +27,7 @@ from common import names
 from common.models import StatusEvent
 from common.store import RecordResult, Store
 from engine import deadletters
+from engine.dispatcher import PUBLISH_ERRORS
 from engine.health import describe, store_is_down
 
 log = logging.getLogger("converge.engine")
@@ -43,8 +43,6 @@ BACKOFF_MAX_S = 5.0
 CLAIM_EVERY_S = 30.0
 CLAIM_IDLE_MS = 60_000  # longer than any batch takes, so a live consumer's entries are left alone
 
-# What publishing raises when Redis cannot be reached: redis-py's errors, kombu's, or the socket's own.
-_REDIS_DOWN = (redis.RedisError, kombu.exceptions.OperationalError, OSError)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 Parsed = tuple[Entry, StatusEvent]
@@ -160,7 +158,7 @@ class Ingester:
         while self._owed:
             try:
                 self.act(self._owed[0])
-            except _REDIS_DOWN:
+            except PUBLISH_ERRORS:
                 raise
             except Exception:
                 log.exception("acting on recorded status events failed; not trying again")
@@ -169,7 +167,7 @@ class Ingester:
     def _act(self, result: RecordResult) -> None:
         try:
             self.act(result)
-        except _REDIS_DOWN:
+        except PUBLISH_ERRORS:
             self._owed.append(result)  # the store has it: only publishing is left, once Redis is back
             raise
 

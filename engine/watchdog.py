@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from common import names
+from common import defaults, names
 from common.models import ENGINE_SEQ, AgentInfo, StatusEvent, StepState, WorkflowState
 from common.store import StaleStep
 from engine.core import Engine
@@ -26,8 +26,6 @@ log = logging.getLogger("converge.engine")
 # The agent's own watcher ends a silent step at its timeout; the engine steps in only after this margin.
 AGENT_MARGIN_S = 5.0
 PRUNE_EVERY_S = 3600.0
-# The heartbeat TTL of an agent that did not announce its own (the agents' default).
-DEFAULT_HEARTBEAT_TTL_S = 15.0
 
 
 class Watchdog:
@@ -99,7 +97,7 @@ class Watchdog:
 
 
 def _ttl(info: AgentInfo | None) -> float:
-    return (info.heartbeat_ttl_s if info else None) or DEFAULT_HEARTBEAT_TTL_S
+    return (info.heartbeat_ttl_s if info else None) or defaults.HEARTBEAT_TTL_S
 
 
 def _event(step: StaleStep, state: StepState, error: str, **fields: bool) -> StatusEvent:

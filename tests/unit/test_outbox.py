@@ -25,14 +25,15 @@ MESSAGE = StepMessage(
 
 
 @pytest.fixture
-def server() -> fakeredis.FakeServer:
-    return fakeredis.FakeServer()
+def server(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
+    """A fake Redis that every client of the agent talks to."""
+    fake = fakeredis.FakeServer()
+    monkeypatch.setattr("redis.Redis.from_url", lambda *a, **k: fakeredis.FakeRedis(server=fake))
+    return fake
 
 
 def courier(outbox: Outbox, server: fakeredis.FakeServer) -> Courier:
-    c = Courier(outbox, "redis://127.0.0.1:1/0", "a1")
-    c.client = fakeredis.FakeRedis(server=server)
-    return c
+    return Courier(Reporter("redis://127.0.0.1:1/0", "a1", outbox))
 
 
 def stream(server: fakeredis.FakeServer) -> list[dict[str, object]]:
@@ -41,10 +42,9 @@ def stream(server: fakeredis.FakeServer) -> list[dict[str, object]]:
 
 
 def test_a_final_report_that_cannot_be_sent_is_kept_and_the_courier_sends_it_later(
-    tmp_path: Path, server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, server: fakeredis.FakeServer
 ) -> None:
     outbox = Outbox(tmp_path / "outbox.db", run_id="run-1")
-    monkeypatch.setattr("redis.Redis.from_url", lambda *a, **k: fakeredis.FakeRedis(server=server))
     reporter = Reporter("redis://127.0.0.1:1/0", "a1", outbox)
     server.connected = False
 
@@ -58,10 +58,9 @@ def test_a_final_report_that_cannot_be_sent_is_kept_and_the_courier_sends_it_lat
 
 
 def test_a_sent_report_leaves_nothing_behind_and_ends_the_attempt_in_the_journal(
-    tmp_path: Path, server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, server: fakeredis.FakeServer
 ) -> None:
     outbox = Outbox(tmp_path / "outbox.db", run_id="run-1")
-    monkeypatch.setattr("redis.Redis.from_url", lambda *a, **k: fakeredis.FakeRedis(server=server))
     reporter = Reporter("redis://127.0.0.1:1/0", "a1", outbox)
     outbox.begin(MESSAGE)
     assert [r.message.step_id for r in outbox.running()] == ["w.0"]
