@@ -28,16 +28,28 @@ log = logging.getLogger("converge.agent")
 # it was cancelled before it started, or when the step has been retried since (an older attempt). A role
 # step is put back on its queue when this agent does not hold the role's lease (ARGV[5], KEYS[5]): the
 # fencing that keeps an agent that lost its leadership, paused or cut off, from running the role's steps.
+# Returns the answer and the role's epoch the attempt runs under (KEYS[6]; 0 for a pinned step), which the
+# `started` event carries: stamped into it here when the engine's (ARGV[6]) is not the current one.
 _CLAIM_AND_START = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return 'cancelled' end
-if ARGV[5] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[5] then return 'not leader' end
-local current = redis.call('GET', KEYS[4])
-if current and current ~= ARGV[4] then return 'stale attempt' end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
-  return 'ours'
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'cancelled', 0} end
+local epoch = 0
+if ARGV[5] ~= '' then
+  if redis.call('GET', KEYS[5]) ~= ARGV[5] then return {'not leader', 0} end
+  epoch = tonumber(redis.call('GET', KEYS[6]) or '0')
 end
-return 'already claimed'
+local current = redis.call('GET', KEYS[4])
+if current and current ~= ARGV[4] then return {'stale attempt', epoch} end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local event = ARGV[3]
+  if epoch ~= tonumber(ARGV[6]) then
+    local fields = cjson.decode(event)
+    fields['epoch'] = epoch
+    event = cjson.encode(fields)
+  end
+  redis.call('XADD', KEYS[2], '*', 'e', event)
+  return {'ours', epoch}
+end
+return {'already claimed', epoch}
 """
 
 
@@ -116,14 +128,16 @@ class Reporter:
             pipe.execute()
             self.outbox.sent([entry.id for entry in pending])
 
-    def claim_and_start(self, message: StepMessage, claim_ttl_s: float) -> Claim:
-        """Report `started` unless this delivery must not run; say why not."""
+    def claim_and_start(self, message: StepMessage, claim_ttl_s: float) -> tuple[Claim, int]:
+        """Report `started` unless this delivery must not run; say why not, and the epoch of the role's
+        leadership the attempt runs under (0 for a step pinned to this agent)."""
         keys = [
             names.claim_key(message.step_id, message.attempt),
             names.STATUS_STREAM,
             names.cancel_key(message.step_id, message.attempt),
             names.attempt_key(message.step_id),
             names.leader_key(message.role),
+            names.epoch_key(message.role),
         ]
         args: list[str | int] = [
             self.agent_id,
@@ -131,10 +145,11 @@ class Reporter:
             self._event(message, 1, "started"),
             str(message.attempt),
             "" if message.scope else self.lease_holder,  # a step pinned to this agent needs no lease
+            message.epoch,
         ]
         client = self.client
-        answer = self._claim(keys=keys, args=args, client=client)
-        return Claim(answer.decode() if isinstance(answer, bytes) else answer)
+        answer, epoch = self._claim(keys=keys, args=args, client=client)
+        return Claim(answer.decode() if isinstance(answer, bytes) else answer), int(epoch)
 
     def _event(self, step: StepMessage, seq: int, state: str, **fields: Any) -> str:
         return event_json(self.agent_id, step, seq, state, **fields)
@@ -182,6 +197,10 @@ class StepProgress:
     @property
     def agent_id(self) -> str:
         return self.reporter.agent_id
+
+    @property
+    def epoch(self) -> int:
+        return self.message.epoch
 
     def next_seq(self) -> int:
         self.seq += 1

@@ -81,7 +81,7 @@ class StepRunner:
             self.reporter.final(message, 1, "failed", error=wrong, retryable=False)
             return
         self.reporter.outbox.begin(message)
-        claim = self._claim(message)
+        claim, epoch = self._claim(message)
         if claim is Claim.NOT_LEADER:  # the role's new leader takes it from the queue
             self.reporter.outbox.forget(message)
             log.info(
@@ -97,6 +97,9 @@ class StepRunner:
             self.reporter.outbox.forget(message)
             log.warning("dropping step %s attempt %d: %s", message.step_id, message.attempt, claim.value)
             return
+        if epoch != message.epoch:  # the leadership changed since the engine sent it: report under ours
+            message = message.model_copy(update={"epoch": epoch})
+            self.reporter.outbox.begin(message)
         ctx = StepProgress(self.reporter, message, self.progress_interval_s, self.control)
         ctx.next_seq()  # `started` went out with the claim
         timeout_s = message.timeout_s or self.step_timeout_s
@@ -128,7 +131,7 @@ class StepRunner:
             state, fields = stopped(reason, timeout_s)
         self.reporter.final(message, ctx.next_seq(), state, **fields)
 
-    def _claim(self, message: StepMessage) -> Claim:
+    def _claim(self, message: StepMessage) -> tuple[Claim, int]:
         """Claim the attempt, waiting for Redis while it cannot be reached: the step has not started, and
         giving up would lose its delivery. A retry first sends what the outbox holds for the step."""
         delay = 0.2

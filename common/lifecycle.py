@@ -20,7 +20,7 @@ Row = dict[str, Any]
 class Verdict(Enum):
     """What one status event did to a step."""
 
-    STALE = "stale"  # an attempt that is no longer current: nothing changed
+    STALE = "stale"  # an attempt that is no longer current, or an older epoch: nothing changed
     DUPLICATE = "duplicate"  # already recorded (same attempt, sequence number not newer)
     MOVED = "moved"  # recorded; the step is still running, or had already finished
     FINISHED = "finished"  # recorded; the step reached a final state with this event
@@ -38,18 +38,34 @@ def take(row: Row, ev: StatusEvent, now: float) -> Verdict:
     A success is a fact: when the engine gave up on an attempt (its agent was lost, say) and queued the
     next one, and the old attempt's success then arrives before the new attempt started, the step is
     done with the old attempt, and the new one (`superseded`) must be dropped.
+
+    Fencing: an attempt runs under the epoch of the role's leadership that claimed it, which its first
+    report records. A report of that attempt from an older epoch (a former leader's) is stale. Epoch 0
+    is not fenced: a step pinned to one agent, and the engine's own verdicts.
     """
     if late_success(row, ev):
         row.update(
-            attempt=ev.attempt, state=StepState.STARTED, last_seq=0, not_before=None, lost_attempt=None
+            attempt=ev.attempt,
+            state=StepState.STARTED,
+            last_seq=0,
+            not_before=None,
+            lost_attempt=None,
+            epoch=ev.epoch,
         )
         move(row, ev, now)
         return Verdict.LATE_SUCCESS
-    if ev.attempt != row["attempt"]:
+    if ev.attempt != row["attempt"] or older_epoch(row, ev):
         return Verdict.STALE
     if ev.seq <= row["last_seq"]:
         return Verdict.DUPLICATE
+    if ev.epoch > (row.get("epoch") or 0):
+        row["epoch"] = ev.epoch
     return Verdict.FINISHED if move(row, ev, now) else Verdict.MOVED
+
+
+def older_epoch(row: Row, ev: StatusEvent) -> bool:
+    """A report from a leadership older than the one the attempt runs under."""
+    return 0 < ev.epoch < (row.get("epoch") or 0)
 
 
 def late_success(row: Row, ev: StatusEvent) -> bool:
@@ -120,6 +136,7 @@ def reset(row: Row, attempt: int, state: StepState) -> None:
         finished_at=None,
         last_report_at=None,
         lost_attempt=None,
+        epoch=0,
     )
 
 

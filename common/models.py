@@ -132,8 +132,12 @@ class StepView(BaseModel):
     id: str
     resource: str
     role: str
+    # The agent the step is pinned to (`scope`), if any.
+    scope: str | None = None
     state: StepState
     attempt: int
+    # The fencing epoch of the role's leadership the attempt ran under (0: not fenced, or not started).
+    epoch: int = 0
     changed: bool | None
     agent: str | None
     progress: float | None

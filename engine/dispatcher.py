@@ -1,7 +1,14 @@
-"""Publishes ready steps to their queues: the role's queue, or one agent's queue for a scoped step."""
+"""Publishes ready steps to their queues: the role's queue, or one agent's queue for a scoped step.
+
+A role step goes out stamped with the role's current fencing epoch. A step pinned to an agent that is not
+alive (unavailable, or not started yet) is held here, not published: an unavailable agent gets no new work,
+not even in its own queue. The watchdog publishes held steps once their agent is alive again; the store
+keeps them `queued`, so an engine that restarts holds them again from there.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 
@@ -11,6 +18,8 @@ from kombu.exceptions import OperationalError
 
 from common import names
 from common.models import StepMessage
+
+log = logging.getLogger("converge.engine")
 
 # What publishing raises when Redis cannot be reached: redis-py's errors, kombu's, or the socket's own.
 PUBLISH_ERRORS = (redis.RedisError, OperationalError, OSError)
@@ -32,23 +41,28 @@ class Dispatcher:
         self.client = client
         self.attempt_ttl_s = attempt_ttl_s
         self._lock = threading.Lock()
+        self._held_lock = threading.Lock()
+        # Steps pinned to an agent that is not alive: by agent, then by (step, attempt).
+        self._held: dict[str, dict[tuple[str, int], StepMessage]] = {}
 
     def publish(self, messages: Iterable[StepMessage], *, expires_s: float | None = None) -> int:
+        """Publish steps (holding those pinned to an agent that is not alive); returns how many went out."""
         messages = list(messages)
-        retried = [m for m in messages if m.attempt > 1]
-        if retried:  # deliveries of the attempts before these are dropped by the agents
-            pipe = self.client.pipeline(transaction=False)
-            for m in retried:
-                pipe.set(names.attempt_key(m.step_id), m.attempt, ex=int(self.attempt_ttl_s))
-            pipe.execute()
+        epochs, away = self._prepare(messages)
+        if away:
+            self._hold([m for m in messages if m.scope in away])
+            messages = [m for m in messages if m.scope not in away]
         sent = 0
         # One Redis pipeline per batch of messages (kombu's publish batch) instead of a round trip each.
         with self._lock, self.app.producer_or_acquire() as producer, producer.batch(max_size=500):
             for message in messages:
                 target = queue_of(message)
+                kwargs = message.model_dump(mode="json", exclude_none=True)
+                if message.role in epochs and not message.scope:
+                    kwargs["epoch"] = epochs[message.role]
                 self.app.send_task(
                     names.STEP_TASK,
-                    kwargs=message.model_dump(mode="json", exclude_none=True),
+                    kwargs=kwargs,
                     task_id=f"{message.step_id}.{message.attempt}",
                     queue=target,
                     exchange="",
@@ -61,6 +75,65 @@ class Dispatcher:
                 )
                 sent += 1
         return sent
+
+    def _prepare(self, messages: list[StepMessage]) -> tuple[dict[str, int], set[str]]:
+        """In one round trip: mark the attempts of retried steps current (deliveries of the attempts before
+        them are dropped by the agents), read the epochs of the roles of role steps, and find the agents
+        that steps to run are pinned to and that are not alive."""
+        retried = [m for m in messages if m.attempt > 1]
+        roles = sorted({m.role for m in messages if not m.scope and m.mode == "apply"})
+        pinned = sorted({m.scope for m in messages if m.scope and m.mode == "apply"})
+        if not (retried or roles or pinned):
+            return {}, set()
+        pipe = self.client.pipeline(transaction=False)
+        for m in retried:
+            pipe.set(names.attempt_key(m.step_id), m.attempt, ex=int(self.attempt_ttl_s))
+        if roles:
+            pipe.mget([names.epoch_key(role) for role in roles])
+        for agent_id in pinned:
+            pipe.exists(names.agent_alive_key(agent_id))
+        found = pipe.execute()[len(retried) :]
+        epochs = dict(zip(roles, (int(e or 0) for e in found.pop(0)), strict=True)) if roles else {}
+        return epochs, {agent_id for agent_id, alive in zip(pinned, found, strict=True) if not alive}
+
+    def _hold(self, messages: list[StepMessage]) -> None:
+        with self._held_lock:
+            new = sorted({m.scope or "" for m in messages} - self._held.keys())
+            for m in messages:
+                self._held.setdefault(m.scope or "", {})[(m.step_id, m.attempt)] = m
+        for agent_id in new:
+            log.warning(
+                "holding the steps pinned to agent %s: it is not alive, and gets no work until it is",
+                agent_id,
+            )
+
+    def held(self) -> dict[str, int]:
+        """How many steps wait for each agent that is not alive."""
+        with self._held_lock:
+            return {agent_id: len(steps) for agent_id, steps in self._held.items()}
+
+    def release_held(self) -> int:
+        """Publish the held steps of every agent that is alive again; returns how many went out."""
+        with self._held_lock:
+            agent_ids = sorted(self._held)
+        if not agent_ids:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for agent_id in agent_ids:
+            pipe.exists(names.agent_alive_key(agent_id))
+        back = [agent_id for agent_id, alive in zip(agent_ids, pipe.execute(), strict=True) if alive]
+        with self._held_lock:
+            messages = [m for agent_id in back for m in self._held.pop(agent_id, {}).values()]
+        if not messages:
+            return 0
+        log.info(
+            "agents %s are alive again: publishing the %d steps held for them", ", ".join(back), len(messages)
+        )
+        try:
+            return self.publish(messages)  # holds again the steps of agents still away
+        except PUBLISH_ERRORS:
+            self._hold(messages)
+            raise
 
     def stop(self, attempts: Iterable[tuple[str, int]], ttl_s: float = 86400) -> None:
         """Ask the agents to stop (or never start) these step attempts."""

@@ -124,8 +124,8 @@ def unserved(steps: Iterable[tuple[str, str | None]], live: Iterable[AgentInfo])
         steps_wait = f"{count} step{'s' if count > 1 else ''} wait{'s' if count == 1 else ''}"
         if scope:
             warnings.append(
-                f"agent {scope} (scope of role {role}) is not alive: {steps_wait} in its queue until it "
-                f"starts (`converge-agent run --id {scope} --role {role}`)"
+                f"agent {scope} (scope of role {role}) is not alive: {steps_wait} for it, held by the engine "
+                f"until it is (`converge-agent run --id {scope} --role {role}`)"
             )
         else:
             warnings.append(
@@ -135,16 +135,23 @@ def unserved(steps: Iterable[tuple[str, str | None]], live: Iterable[AgentInfo])
     return warnings
 
 
-def waiting_note(role: str) -> str:
+def waiting_note(role: str, scope: str | None = None) -> str:
+    if scope:
+        return f"waiting for agent {scope}, which is not alive (the engine holds its steps until it is)"
     return f"waiting for an agent of role {role}"
 
 
 def note_waiting(view: WorkflowView, live: Iterable[AgentInfo]) -> WorkflowView:
-    """The view with each queued step whose role has no live agent saying that it waits for one."""
+    """The view with each queued step that no live agent can take saying what it waits for: an agent of
+    its role, or the agent it is pinned to."""
+    live = list(live)
     roles = {role for info in live for role in info.roles}
+    ids = {info.id for info in live}
     for step in view.steps or []:
-        if step.state == StepState.QUEUED and step.role not in roles:
-            note = waiting_note(step.role)
+        if step.state == StepState.QUEUED and (
+            step.scope not in ids if step.scope else step.role not in roles
+        ):
+            note = waiting_note(step.role, step.scope)
             step.message = f"{note}; {step.message}" if step.message else note
     return view
 

@@ -3,7 +3,8 @@
 Every interval it publishes the queued steps again if Redis lost them, times out steps that stopped
 reporting (so this holds even when the agent running them died), fails as lost the steps of an agent whose
 heartbeat stopped (their retry policy then runs them again at once, on another agent of the role), ends the
-cancellation of steps whose agent is gone, publishes retries whose backoff has passed, and prunes old history.
+cancellation of steps whose agent is gone, publishes retries whose backoff has passed and the steps held
+for an agent that is alive again, and prunes old history.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Watchdog:
     def run_once(self, now: float) -> None:
         engine = self.engine
         engine.republish_if_wanted()  # a publish failed (Redis was away): its steps wait in the store
+        engine.dispatcher.release_held()  # steps pinned to an agent that is alive again
         if not engine.client.exists(names.BROKER_MARK):
             self._watching_since = now
             republished = engine.republish_queued()

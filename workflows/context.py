@@ -16,6 +16,13 @@ class StepContext(Protocol):
         """The id of the agent running the step (a `command` sees it as $CONVERGE_AGENT_ID)."""
         ...
 
+    @property
+    def epoch(self) -> int:
+        """The fencing epoch of the role's leadership this attempt runs under (0 for a step pinned to one
+        agent): a provider passes it to a target system that supports fencing, which then refuses writes
+        from an older epoch (a `command` sees it as $CONVERGE_EPOCH)."""
+        ...
+
     def progress(self, percent: float | None, message: str | None = None) -> None:
         """Report that the step is alive and how far it got (0-100, or None when unknown)."""
 
@@ -33,9 +40,10 @@ class StepStopped(Exception):
 class NullContext:
     """A context that records progress in memory: for tests and for running a provider by hand."""
 
-    def __init__(self, step_id: str = "local", agent_id: str = "local") -> None:
+    def __init__(self, step_id: str = "local", agent_id: str = "local", epoch: int = 0) -> None:
         self._step_id = step_id
         self._agent_id = agent_id
+        self._epoch = epoch
         self.reports: list[tuple[float | None, str | None]] = []
         self.lines: list[str] = []
         self.groups: list[int] = []
@@ -47,6 +55,10 @@ class NullContext:
     @property
     def agent_id(self) -> str:
         return self._agent_id
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
 
     def progress(self, percent: float | None, message: str | None = None) -> None:
         self.reports.append((percent, message))

@@ -48,6 +48,7 @@ def row_from_plan(step: StepPlan, workflow_id: str) -> Row:
         waiting=len(step.depends_on),
         state=StepState.QUEUED if not step.depends_on else StepState.PENDING,
         attempt=1,
+        epoch=0,
         last_seq=0,
     )
     return row
@@ -59,6 +60,7 @@ def message_from_row(row: Mapping[str, Any]) -> StepMessage:
     values = dict(zip(_MESSAGE_FIELDS, _message_columns(row), strict=False))
     for field in _MESSAGE_JSON:
         values[field] = json.loads(values[field])
+    values["epoch"] = values["epoch"] or 0  # NULL in a store made before epochs
     return StepMessage.model_validate(values)
 
 
@@ -67,6 +69,7 @@ def view_from_row(row: Mapping[str, Any]) -> StepView:
     values = {field: row[field] for field in StepView.model_fields}
     for field in _VIEW_TIMES:
         values[field] = _time(values[field])
+    values["epoch"] = values["epoch"] or 0
     return StepView(**values)
 
 

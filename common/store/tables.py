@@ -70,6 +70,9 @@ steps = Table(
     # The attempt before this one, when the engine gave up on it unheard (lost with its agent): a success it
     # reports late still counts, until this attempt has started.
     Column("lost_attempt", Integer, info=RUN),
+    # The fencing epoch of the role's leadership that this attempt runs under (common.lifecycle): 0 for a
+    # step pinned to one agent, which no election fences. Set by the attempt's first report.
+    Column("epoch", Integer, info=RUN),
     Column("timeout_s", Float),
     Column("retry_attempts", Integer, nullable=False),
     Column("retry_backoff_s", Float, nullable=False),

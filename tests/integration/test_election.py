@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections import defaultdict
@@ -175,6 +176,19 @@ def test_an_agent_that_does_not_hold_a_roles_lease_cannot_claim_its_steps_but_ca
     backup = Reporter(redis_server.url, "b", outbox, names.lease_holder("b", "run"))
     contender(client, "a").campaign()
 
-    assert backup.claim_and_start(message("w.0"), 60) is Claim.NOT_LEADER
-    assert backup.claim_and_start(message("w.1", scope="b"), 60) is Claim.OURS, "its own steps need no lease"
-    assert leader.claim_and_start(message("w.0"), 60) is Claim.OURS
+    assert backup.claim_and_start(message("w.0"), 60) == (Claim.NOT_LEADER, 0)
+    own = backup.claim_and_start(message("w.1", scope="b"), 60)
+    assert own == (Claim.OURS, 0), "its own steps need no lease, and no epoch fences them"
+    claimed = leader.claim_and_start(message("w.0"), 60)
+
+    epoch = int(client.get(names.epoch_key(ROLE)) or 0)
+    assert epoch >= 1 and claimed == (Claim.OURS, epoch)
+    # the engine sent the step at epoch 0: the `started` event carries the epoch the attempt runs under
+    (_, fields), *_ = client.xrevrange(names.STATUS_STREAM, count=1)
+    started = json.loads(fields[b"e"])
+    assert (started["step_id"], started["state"], started["epoch"], started["attempt"]) == (
+        "w.0",
+        "started",
+        epoch,
+        1,
+    )

@@ -22,11 +22,14 @@ def agent(agent_id: str, *roles: str) -> AgentInfo:
     )
 
 
-def step(step_id: str, role: str, state: StepState, message: str | None = None) -> StepView:
+def step(
+    step_id: str, role: str, state: StepState, message: str | None = None, scope: str | None = None
+) -> StepView:
     return StepView(
         id=step_id,
         resource=f"file/{step_id}",
         role=role,
+        scope=scope,
         state=state,
         attempt=1,
         changed=None,
@@ -53,7 +56,7 @@ def test_each_role_without_a_live_agent_is_named_once_with_its_number_of_steps()
 def test_a_scoped_step_warns_when_its_agent_is_not_alive_even_if_its_role_has_agents() -> None:
     warnings = unserved([("web", "web-07")], [agent("w1", "web")])
     assert warnings == [
-        "agent web-07 (scope of role web) is not alive: 1 step waits in its queue until it starts "
+        "agent web-07 (scope of role web) is not alive: 1 step waits for it, held by the engine until it is "
         "(`converge-agent run --id web-07 --role web`)"
     ]
     assert unserved([("web", "w1")], [agent("w1", "web")]) == []
@@ -81,4 +84,25 @@ def test_queued_steps_of_a_role_without_a_live_agent_say_they_wait_for_one() -> 
         "waiting for an agent of role db",
         "waiting for an agent of role db; worker lost",
         None,
+    ]
+
+
+def test_a_queued_step_pinned_to_an_agent_that_is_not_alive_says_the_engine_holds_it() -> None:
+    view = WorkflowView(
+        id="wf",
+        name="n",
+        state=WorkflowState.RUNNING,
+        created_at=datetime.now(UTC),
+        finished_at=None,
+        steps=[
+            step("a", "web", StepState.QUEUED, scope="w1"),
+            step("b", "web", StepState.QUEUED, scope="w2"),
+        ],
+    )
+
+    steps = note_waiting(view, [agent("w1", "web")]).steps or []
+
+    assert [s.message for s in steps] == [
+        None,
+        "waiting for agent w2, which is not alive (the engine holds its steps until it is)",
     ]

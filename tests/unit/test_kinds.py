@@ -356,6 +356,15 @@ def test_command_and_its_guard_see_the_id_of_the_agent_running_them(tmp_path: Pa
     assert log.read_text() == "web-7\nweb-8\n"
 
 
+def test_command_sees_the_fencing_epoch_it_runs_under(tmp_path: Path) -> None:
+    out = tmp_path / "epoch"
+    spec = {"run": f'echo "$CONVERGE_EPOCH" > {out}', "creates": str(out)}
+
+    execute(default_registry(), "command", spec, "apply", NullContext(epoch=12))
+
+    assert out.read_text() == "12\n"
+
+
 def test_command_does_not_wait_for_a_background_child_holding_its_output(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     spec = {"run": f"sleep 30 & echo $! > {pidfile}", "creates": str(pidfile)}

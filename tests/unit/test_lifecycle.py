@@ -118,3 +118,35 @@ def test_a_late_success_counts_only_for_an_attempt_the_engine_gave_up_on_unheard
 
     assert lifecycle.take(step, event("succeeded", attempt=1, seq=3), NOW) is Verdict.STALE
     assert (step["state"], step["attempt"]) == (StepState.QUEUED, 2)
+
+
+def test_an_attempt_runs_under_the_epoch_of_its_first_report_and_an_older_epoch_is_stale() -> None:
+    step = row()
+    assert lifecycle.take(step, event("started", epoch=7), NOW) is Verdict.MOVED
+    assert step["epoch"] == 7
+    before = dict(step)
+    # a former leader's report of the same attempt changes nothing, not even as a duplicate would
+    assert lifecycle.take(step, event("succeeded", seq=9, epoch=6, changed=True), NOW) is Verdict.STALE
+    assert step == before
+    assert lifecycle.take(step, event("succeeded", seq=2, epoch=7, changed=True), NOW) is Verdict.FINISHED
+
+
+def test_the_engines_verdicts_and_pinned_steps_carry_epoch_0_and_are_not_fenced() -> None:
+    step = row()
+    lifecycle.take(step, event("started", epoch=7), NOW)
+    verdict = lifecycle.take(step, event("failed", seq=2**31 - 1, error="worker lost", lost=True), NOW)
+    assert verdict is Verdict.FINISHED and step["state"] == StepState.FAILED
+
+    pinned = row()
+    assert lifecycle.take(pinned, event("started"), NOW) is Verdict.MOVED
+    assert pinned["epoch"] == 0
+
+
+def test_a_new_attempt_starts_unfenced_so_a_leadership_after_redis_lost_its_epochs_can_run_it() -> None:
+    step = row(state=StepState.STARTED)
+    lifecycle.take(step, event("started", epoch=9), NOW)
+    assert lifecycle.retry(step, event("failed", seq=2, lost=True), NOW)
+    assert step["epoch"] == 0
+    step["state"] = StepState.QUEUED
+    assert lifecycle.take(step, event("started", attempt=2, epoch=1), NOW) is Verdict.MOVED
+    assert (step["attempt"], step["epoch"]) == (2, 1)

@@ -59,6 +59,7 @@ def test_a_planned_step_becomes_the_row_the_store_has_always_written() -> None:
         "waiting": 1,
         "state": StepState.PENDING,
         "attempt": 1,
+        "epoch": 0,
         "last_seq": 0,
         "timeout_s": 30,
         "retry_attempts": 5,
@@ -81,7 +82,13 @@ def test_a_planned_row_fills_every_column_that_must_have_a_value() -> None:
 
 
 def test_every_column_is_either_planned_or_changed_by_the_run() -> None:
-    planned_columns = set(row_from_plan(second_step(), "wf")) - {"waiting", "state", "attempt", "last_seq"}
+    planned_columns = set(row_from_plan(second_step(), "wf")) - {
+        "waiting",
+        "state",
+        "attempt",
+        "epoch",
+        "last_seq",
+    }
 
     assert not planned_columns & set(RUN_COLUMNS)
     assert planned_columns | set(RUN_COLUMNS) == {c.name for c in steps.columns}

@@ -27,6 +27,7 @@ POLL_S = 0.5
 DRAIN_S = 1.0
 """After the command exits, how long to keep reading output a background child may still be writing."""
 AGENT_ID_ENV = "CONVERGE_AGENT_ID"
+EPOCH_ENV = "CONVERGE_EPOCH"
 """The variable that tells a command which agent runs it (e.g. a `scope: each` step on every agent)."""
 
 
@@ -143,14 +144,15 @@ def _die_with_parent() -> None:
 def _start(command: str, spec: CommandSpec, ctx: StepContext) -> subprocess.Popen[bytes]:
     """Start `command` under /bin/sh in a new session, so that it and its children can be killed as one.
 
-    Its environment is the agent's, then `env`, then CONVERGE_AGENT_ID (the id of the agent running it).
+    Its environment is the agent's, then `env`, then CONVERGE_AGENT_ID (the id of the agent running it) and
+    CONVERGE_EPOCH (the fencing epoch it runs under, see StepContext.epoch).
     """
     if spec.cwd is not None and not os.path.isdir(spec.cwd):
         raise StepError(
             f"cwd {spec.cwd} is not a directory: add a `directory` resource for it and a `depends_on` on it",
             retryable=False,
         )
-    env = {**os.environ, **(spec.env or {}), AGENT_ID_ENV: ctx.agent_id}
+    env = {**os.environ, **(spec.env or {}), AGENT_ID_ENV: ctx.agent_id, EPOCH_ENV: str(ctx.epoch)}
     try:
         return subprocess.Popen(
             ["/bin/sh", "-c", command],
