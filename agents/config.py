@@ -76,7 +76,7 @@ class AgentSettings(BaseSettings):
     step_timeout_s: float = Field(default=defaults.STEP_TIMEOUT_S, gt=0)
     # After this many failed heartbeats in a row the agent ends its running steps (nobody can follow them).
     max_connection_failures: int = Field(default=5, ge=1)
-    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
     # The engine holds the agent lost, and runs its steps again, this long after its last heartbeat: longer
     # than the (max_connection_failures + 1) intervals the agent takes to end them itself.
     heartbeat_ttl_s: float = Field(default=defaults.HEARTBEAT_TTL_S, gt=0)

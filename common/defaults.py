@@ -11,4 +11,4 @@ VISIBILITY_TIMEOUT_S: float = 4 * 3600
 # The no-progress timeout of a step that sets none.
 STEP_TIMEOUT_S = 3600.0
 # How long after an agent's last heartbeat the engine holds it lost (what an agent that announced none uses).
-HEARTBEAT_TTL_S = 15.0
+HEARTBEAT_TTL_S = 8.0
