@@ -1,4 +1,4 @@
-"""`python -m tests.bench [throughput latency planning cancel resume failover] [--quick]`: run the benchmarks.
+"""`python -m tests.bench [NAME ...] [--quick]`: run the benchmarks (all, or those named).
 
 Each benchmark starts its own private Redis and real processes, prints a table, and the run is written
 to tests/bench/results/latest.json and latest.md with the machine it ran on. Exit code 0 when every
@@ -20,12 +20,12 @@ from types import ModuleType
 
 from rich.console import Console
 
-from tests.bench import cancel, failover, latency, planning, resume, throughput
+from tests.bench import cancel, failover, heartbeats, latency, planning, resume, throughput
 from tests.bench.harness import BenchContext, Timer, load_average, machine
 from tests.bench.report import BenchResult, print_result, write_json, write_markdown
 
 BENCHES: dict[str, ModuleType] = {
-    m.NAME: m for m in (throughput, latency, planning, cancel, resume, failover)
+    m.NAME: m for m in (throughput, latency, planning, cancel, resume, failover, heartbeats)
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
