@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -15,7 +17,7 @@ import redis
 from agents.connection import fail_fast
 from common import names
 from common.models import CheckResult, StepMessage
-from workflows.context import StepStopped
+from workflows.context import EVERYWHERE, StepStopped
 
 if TYPE_CHECKING:
     from agents.control import StepControl
@@ -181,12 +183,18 @@ class StepProgress:
     """The StepContext a provider sees on an agent: progress goes out rate-limited on the stream."""
 
     def __init__(
-        self, reporter: Reporter, message: StepMessage, interval_s: float, control: StepControl | None
+        self,
+        reporter: Reporter,
+        message: StepMessage,
+        interval_s: float,
+        control: StepControl | None,
+        allowed_paths: Sequence[Path] = EVERYWHERE,
     ) -> None:
         self.reporter = reporter
         self.message = message
         self.interval_s = interval_s
         self.control = control
+        self._allowed_paths = tuple(allowed_paths)
         self.seq = 0
         self._last = 0.0
 
@@ -201,6 +209,10 @@ class StepProgress:
     @property
     def epoch(self) -> int:
         return self.message.epoch
+
+    @property
+    def allowed_paths(self) -> Sequence[Path]:
+        return self._allowed_paths
 
     def next_seq(self) -> int:
         self.seq += 1

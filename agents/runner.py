@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import redis
 from celery.exceptions import Reject
@@ -12,6 +13,7 @@ from celery.exceptions import Reject
 from agents.control import StepControl
 from agents.reporter import Claim, Reporter, StepProgress
 from common.models import Change, CheckResult, StepMessage
+from workflows.context import EVERYWHERE
 from workflows.execute import execute
 from workflows.registry import Registry, StepError
 
@@ -53,8 +55,10 @@ class StepRunner:
         claim_ttl_s: float,
         step_timeout_s: float,
         cut_off: Callable[[], bool],
+        allowed_paths: Sequence[Path] = EVERYWHERE,
     ) -> None:
         self.agent_id = agent_id
+        self.allowed_paths = tuple(allowed_paths)  # where the built-in kinds may act (agent setting)
         self.roles = set(roles)
         self.registry = registry
         self.reporter = reporter
@@ -100,7 +104,7 @@ class StepRunner:
         if epoch != message.epoch:  # the leadership changed since the engine sent it: report under ours
             message = message.model_copy(update={"epoch": epoch})
             self.reporter.outbox.begin(message)
-        ctx = StepProgress(self.reporter, message, self.progress_interval_s, self.control)
+        ctx = StepProgress(self.reporter, message, self.progress_interval_s, self.control, self.allowed_paths)
         ctx.next_seq()  # `started` went out with the claim
         timeout_s = message.timeout_s or self.step_timeout_s
 
@@ -147,7 +151,7 @@ class StepRunner:
 
     def _check(self, message: StepMessage) -> None:
         assert message.reply_to is not None
-        ctx = StepProgress(self.reporter, message, self.progress_interval_s, None)
+        ctx = StepProgress(self.reporter, message, self.progress_interval_s, None, self.allowed_paths)
         result = CheckResult(step_id=message.step_id, resource=message.resource, agent=self.agent_id)
         wrong = self.misrouted(message)
         try:

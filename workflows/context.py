@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
+
+EVERYWHERE: tuple[Path, ...] = (Path("/"),)
+"""Allowed paths that confine nothing: the default of an agent whose operator set none."""
 
 
 class StepContext(Protocol):
@@ -23,6 +28,12 @@ class StepContext(Protocol):
         from an older epoch (a `command` sees it as $CONVERGE_EPOCH)."""
         ...
 
+    @property
+    def allowed_paths(self) -> Sequence[Path]:
+        """The folders the built-in kinds may act under (the agent setting `allowed_paths`); see
+        workflows.kinds.paths."""
+        ...
+
     def progress(self, percent: float | None, message: str | None = None) -> None:
         """Report that the step is alive and how far it got (0-100, or None when unknown)."""
 
@@ -40,10 +51,17 @@ class StepStopped(Exception):
 class NullContext:
     """A context that records progress in memory: for tests and for running a provider by hand."""
 
-    def __init__(self, step_id: str = "local", agent_id: str = "local", epoch: int = 0) -> None:
+    def __init__(
+        self,
+        step_id: str = "local",
+        agent_id: str = "local",
+        epoch: int = 0,
+        allowed_paths: Sequence[Path] = EVERYWHERE,
+    ) -> None:
         self._step_id = step_id
         self._agent_id = agent_id
         self._epoch = epoch
+        self._allowed_paths = tuple(allowed_paths)
         self.reports: list[tuple[float | None, str | None]] = []
         self.lines: list[str] = []
         self.groups: list[int] = []
@@ -59,6 +77,10 @@ class NullContext:
     @property
     def epoch(self) -> int:
         return self._epoch
+
+    @property
+    def allowed_paths(self) -> Sequence[Path]:
+        return self._allowed_paths
 
     def progress(self, percent: float | None, message: str | None = None) -> None:
         self.reports.append((percent, message))

@@ -9,6 +9,7 @@ raises one `SpecError` holding them all.
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from common.errors import BadInput
 from common.names import valid_name
 from workflows import yamldoc
+from workflows.limits import LIMITS, Limits, TooLarge, too_deep, too_many_bytes, too_many_resources
 from workflows.registry import Registry
 from workflows.yamldoc import Loc, Position
 
@@ -34,6 +36,14 @@ _MISSING_HINTS = {
     "metadata.name": "add `name: <estate name>` under metadata",
 }
 _LONGEST_CYCLE_SHOWN = 12
+_SHOWN_CHARS = 60
+
+# A value quoted in a message is cut while it is turned into text: repr() of a value that aliases made
+# huge would cost as much as the value itself, before any cut.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple = 2, 4, 4, 4
+_SHORT.maxset = _SHORT.maxfrozenset = 4
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = _SHOWN_CHARS
 
 
 class _Strict(BaseModel):
@@ -104,20 +114,26 @@ class SpecError(BadInput):
         self.problems = problems
 
 
-def load_file(path: str | Path, registry: Registry) -> DesiredState:
+def load_file(path: str | Path, registry: Registry, limits: Limits = LIMITS) -> DesiredState:
     """Read, parse and check a desired-state file; raise `SpecError` listing every problem."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(limits.max_bytes + 1)  # enough to know it is too big, however big it is
     except OSError as exc:
         reason = exc.strerror or str(exc)
         message = f"cannot read the file ({reason}): check the path and its permissions"
         raise SpecError([Problem(file=str(path), message=message)]) from None
-    return load_text(data, str(path), registry)
+    return load_text(data, str(path), registry, limits)
 
 
-def load_text(data: bytes | str, filename: str, registry: Registry) -> DesiredState:
-    """Parse and check a desired-state document; `filename` is only used in the problems reported."""
-    return _load(_decode(data, filename), filename, registry)
+def load_text(data: bytes | str, filename: str, registry: Registry, limits: Limits = LIMITS) -> DesiredState:
+    """Parse and check a desired-state document; `filename` is only used in the problems reported.
+
+    A document past one of `limits` (workflows.limits) is refused as soon as that is known.
+    """
+    if len(data) > limits.max_bytes:  # a character is at least one byte: too big before it is encoded
+        raise SpecError([Problem(file=filename, message=too_many_bytes(limits.max_bytes))])
+    return _load(_decode(data, filename, limits), filename, registry, limits)
 
 
 def _dotted(loc: Loc) -> str:
@@ -131,8 +147,8 @@ def _dotted(loc: Loc) -> str:
 # Reading and parsing.
 
 
-def _load(text: str, filename: str, registry: Registry) -> DesiredState:
-    document = _parse(text, filename)
+def _load(text: str, filename: str, registry: Registry, limits: Limits) -> DesiredState:
+    document = _parse(text, filename, limits)
     out = _Problems(filename, document.lines)
     for repeated in document.repeated:
         message = (
@@ -142,16 +158,16 @@ def _load(text: str, filename: str, registry: Registry) -> DesiredState:
         out.add_at(repeated.position, "", message)
     for loc in document.binary:
         out.add(loc, "is binary data (!!binary), which no field takes: write the value as text")
-    state = _check_document(document.value, out, registry)
+    state = _check_document(document.value, out, registry, limits)
     if out.found or state is None:
         raise SpecError(out.sorted())
     return state
 
 
-def _decode(data: bytes | str, filename: str) -> str:
+def _decode(data: bytes | str, filename: str, limits: Limits) -> str:
     if isinstance(data, str):
         try:
-            data.encode("utf-8")
+            size = len(data.encode("utf-8"))
         except UnicodeEncodeError as exc:  # only text sent to the API can hold one: a file is decoded
             line = data.count("\n", 0, exc.start) + 1
             message = (
@@ -159,6 +175,8 @@ def _decode(data: bytes | str, filename: str) -> str:
                 "Unicode: send it as UTF-8 text"
             )
             raise SpecError([Problem(file=filename, line=line, message=message)]) from None
+        if size > limits.max_bytes:
+            raise SpecError([Problem(file=filename, message=too_many_bytes(limits.max_bytes))])
         return data
     try:
         return data.decode("utf-8-sig")
@@ -171,13 +189,15 @@ def _decode(data: bytes | str, filename: str) -> str:
         raise SpecError([Problem(file=filename, line=line, message=message)]) from None
 
 
-def _parse(text: str, filename: str) -> yamldoc.Document:
+def _parse(text: str, filename: str, limits: Limits) -> yamldoc.Document:
     """The document's value and where its parts are, or a SpecError saying why there is none."""
     try:
-        document = yamldoc.read(text)
+        document = yamldoc.read(text, limits=limits)
     except yaml.YAMLError as exc:
-        raise SpecError([_yaml_problem(exc, text, filename)]) from None
-    except RecursionError:
+        raise SpecError([_yaml_problem(exc, text, filename, limits)]) from None
+    except TooLarge as exc:
+        raise SpecError([Problem(file=filename, line=exc.line, message=str(exc))]) from None
+    except RecursionError:  # only under limits widened past what Python's stack holds
         message = "the YAML is nested too deeply: flatten it"
         raise SpecError([Problem(file=filename, message=message)]) from None
     if document is None:
@@ -186,7 +206,7 @@ def _parse(text: str, filename: str) -> yamldoc.Document:
     return document
 
 
-def _yaml_problem(exc: yaml.YAMLError, text: str, filename: str) -> Problem:
+def _yaml_problem(exc: yaml.YAMLError, text: str, filename: str, limits: Limits) -> Problem:
     line: int | None = None
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
@@ -198,6 +218,8 @@ def _yaml_problem(exc: yaml.YAMLError, text: str, filename: str) -> Problem:
         reason = f"character {character!r} is not allowed in YAML"
     else:
         reason = str(exc)
+    if "maximum nesting depth" in reason:  # libyaml's own limit, when its scanner meets it first
+        return Problem(file=filename, line=line, message=too_deep(limits.max_depth))
     return Problem(file=filename, line=line, message=f"invalid YAML: {reason}: fix the syntax")
 
 
@@ -271,20 +293,20 @@ def _suggest(word: str, known: list[str], otherwise: str, label: str = "allowed"
 
 
 def _show(value: Any) -> str:
-    text = "null" if value is None else repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
+    text = "null" if value is None else _SHORT.repr(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[: _SHOWN_CHARS - 3]}..."
 
 
 # Checking the document.
 
 
-def _check_document(document: Any, out: _Problems, registry: Registry) -> DesiredState | None:
+def _check_document(document: Any, out: _Problems, registry: Registry, limits: Limits) -> DesiredState | None:
     if not isinstance(document, dict):
         got = type(document).__name__
         out.add((), f"the top level must be a mapping of apiVersion, kind, metadata and resources, got {got}")
         return None
     header = _check_header(document, out)
-    items = _resource_items(document, out)
+    items = _resource_items(document, out, limits)
     resources = None if items is None else _check_resources(items, out, registry)
     if header is None or resources is None:
         return None
@@ -300,7 +322,7 @@ def _check_header(document: dict[Any, Any], out: _Problems) -> DesiredState | No
         return None
 
 
-def _resource_items(document: dict[Any, Any], out: _Problems) -> list[Any] | None:
+def _resource_items(document: dict[Any, Any], out: _Problems, limits: Limits) -> list[Any] | None:
     if "resources" not in document:
         out.add(("resources",), "is missing: add `resources:` with a list of resources (`[]` for none)")
         return None
@@ -308,6 +330,9 @@ def _resource_items(document: dict[Any, Any], out: _Problems) -> list[Any] | Non
     if not isinstance(items, list):
         got = _show(items)
         out.add(("resources",), f"must be a list of resources, got {got}: write one `- kind: ...` per item")
+        return None
+    if len(items) > limits.max_resources:  # read whole: given through an alias, or beside a merge key
+        out.add(("resources",), too_many_resources(limits.max_resources))
         return None
     return items
 

@@ -9,6 +9,10 @@ desired states from several request threads at once.
 
 So the lines of problems are found by reading the file a second time, keeping only the nodes of the
 resources that have problems: a cost paid by files with mistakes only.
+
+A document from an untrusted sender must not cost the reader more than its size: the composer counts how
+deep the document nests and how much its aliases would add once expanded, and stops at the `Limits` (a
+591-byte "billion laughs" would otherwise expand to a billion values).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from yaml.parser import Parser
 from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
+
+from workflows.limits import LIMITS, Limits, TooLarge, too_deep, too_many_resources
 
 # A key path into the document, as pydantic reports it: ("resources", 2, "spec", "path").
 Loc = tuple[str | int, ...]
@@ -62,16 +68,23 @@ class _Anchors(dict[Any, yaml.Node]):
 class _Composer(Composer):
     """PyYAML's composer, leaner: no path resolvers (the safe loader has none), plain scalars' tags cached.
 
-    Unlike libyaml's composer it can stop after one node, which is what reading item by item needs.
+    Unlike libyaml's composer it can stop after one node, which is what reading item by item needs. It
+    also keeps the document within its `Limits`: how deep it nests and how much its aliases add.
     """
 
     anchors: _Anchors
     _TAGS_CACHED = 4096
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits) -> None:
         super().__init__()
         self.anchors = _Anchors()
         self._tags: dict[str, str] = {}
+        self.limits = limits
+        self._level = 0  # the mappings and lists open around the next node
+        self._deepest = 0  # the deepest level reached in the node being composed
+        self._weight = 0  # one per value plus its characters, aliases expanded
+        self._expanded = 0  # the part of _weight that aliases added
+        self._measured: dict[int, tuple[int, int]] = {}  # an anchored node: (its weight, its height)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         events: Any = self  # the parser's half of the loader
@@ -79,22 +92,67 @@ class _Composer(Composer):
         if isinstance(event, yaml.AliasEvent):
             return self._alias(event)
         node = self._node(event)
+        if isinstance(node, yaml.ScalarNode):  # most nodes: the fast path
+            weight = 1 + len(node.value)
+            self._weight += weight
+            if event.anchor is not None:
+                self._measured[id(node)] = (weight, 0)
+            return node
+        start, outer = self._weight, self._deepest
+        self._weight, self._deepest = self._weight + 1, self._level  # measure this node's own depth
+        self.open_level(node.start_mark)
         if isinstance(node, yaml.SequenceNode):
             while not events.check_event(yaml.SequenceEndEvent):
                 node.value.append(self.compose_node(node, None))
-        elif isinstance(node, yaml.MappingNode):
+        else:
             while not events.check_event(yaml.MappingEndEvent):
                 key = self.compose_node(node, None)
                 node.value.append((key, self.compose_node(node, key)))
-        else:
-            return node
         node.end_mark = events.get_event().end_mark
+        height = self._deepest - self._level + 1  # the levels this node spans
+        self.close_level()
+        self._deepest = max(outer, self._deepest)
+        if event.anchor is not None:
+            self._measured[id(node)] = (self._weight - start, height)
         return node
+
+    def open_level(self, mark: Any) -> None:
+        """A mapping or list opens: one level deeper (the reader calls it for the root and the streamed
+        `resources`, which it composes itself)."""
+        self._level += 1
+        self._deepen(self._level, mark)
+
+    def close_level(self) -> None:
+        self._level -= 1
+
+    def _deepen(self, level: int, mark: Any) -> None:
+        self._deepest = max(self._deepest, level)
+        if level > self.limits.max_depth:
+            raise TooLarge(too_deep(self.limits.max_depth), mark)
 
     def _alias(self, event: Any) -> yaml.Node:
         if event.anchor not in self.anchors:
             raise ComposerError(None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
-        return self.anchors[event.anchor]
+        node = self.anchors[event.anchor]
+        measured = self._measured.get(id(node))
+        if measured is None:  # the anchor is still open: the alias is inside the value it names
+            raise TooLarge(
+                f"alias *{event.anchor} is inside the value it refers to (a recursive alias), which no "
+                "field takes: write the value out",
+                event.start_mark,
+            )
+        weight, height = measured
+        self._deepen(self._level + height, event.start_mark)
+        self._weight += weight
+        self._expanded += weight
+        if self._expanded > self.limits.max_alias_expansion:
+            raise TooLarge(
+                f"with alias *{event.anchor}, aliases expand the document by more than "
+                f"{self.limits.max_alias_expansion:,} values and characters, as a YAML alias bomb does: "
+                "write repeated values out, or use fewer aliases",
+                event.start_mark,
+            )
+        return node
 
     def _node(self, event: Any) -> yaml.Node:
         """The node an event starts, its children still to come; registered under its anchor, if any."""
@@ -130,11 +188,11 @@ class _Composer(Composer):
 class _Loader(Reader, Scanner, Parser, _Composer, SafeConstructor, Resolver):
     """The pure-Python safe loader with the composer above."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, limits: Limits) -> None:
         Reader.__init__(self, text)
         Scanner.__init__(self)
         Parser.__init__(self)
-        _Composer.__init__(self)
+        _Composer.__init__(self, limits)
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
 
@@ -145,13 +203,13 @@ if hasattr(yaml, "CSafeLoader"):
     class _CLoader(CParser, _Composer, SafeConstructor, Resolver):
         """libyaml's parser with the composer above."""
 
-        def __init__(self, text: str) -> None:
+        def __init__(self, text: str, limits: Limits) -> None:
             CParser.__init__(self, text)
-            _Composer.__init__(self)
+            _Composer.__init__(self, limits)
             SafeConstructor.__init__(self)
             Resolver.__init__(self)
 
-    _new_loader: Callable[[str], Any] = _CLoader
+    _new_loader: Callable[[str, Limits], Any] = _CLoader
 else:  # pragma: no cover - PyYAML without libyaml
     _new_loader = _Loader
 
@@ -177,18 +235,22 @@ class Document:
     binary: list[Loc] = field(default_factory=list)  # values given as !!binary: no field takes bytes
 
 
-def read(text: str, *, stream: bool = True) -> Document | None:
-    """The single YAML document of `text`, None if it has none. Raises yaml.YAMLError or RecursionError."""
+def read(text: str, *, stream: bool = True, limits: Limits = LIMITS) -> Document | None:
+    """The single YAML document of `text`, None if it has none.
+
+    Raises yaml.YAMLError for bad YAML, and TooLarge when the document passes one of `limits` (all but
+    `max_bytes`, which the caller checks before it decodes the text).
+    """
     builder = _Builder()
-    reader = _Reader(text, stream, builder.bind, builder.item)
+    reader = _Reader(text, stream, builder.bind, builder.item, limits)
     root = reader.read()
     if root is None:
         return None
     if reader.streams and not _plain_keys(root):  # merge keys at the top level: PyYAML builds it whole
-        return read(text, stream=False)
+        return read(text, stream=False, limits=limits)
     value = builder.build(root)
     binary = _locate(value, builder.binary) if builder.binary else []
-    return Document(value, Lines(text, root, reader.streams), builder.repeated, binary)
+    return Document(value, Lines(text, root, reader.streams, limits), builder.repeated, binary)
 
 
 class _Reader:
@@ -200,8 +262,10 @@ class _Reader:
         stream: bool,
         on_loader: Callable[[Any], None],
         on_item: Callable[[_Streamed, int, yaml.Node], None],
+        limits: Limits,
     ) -> None:
         self.text = text
+        self.limits = limits
         self.stream = stream
         self.on_loader = on_loader
         self.on_item = on_item
@@ -209,7 +273,7 @@ class _Reader:
         self.loader: Any = None
 
     def read(self) -> yaml.Node | None:
-        self.loader = loader = _new_loader(self.text)
+        self.loader = loader = _new_loader(self.text, self.limits)
         self.on_loader(loader)
         try:
             loader.get_event()  # the stream's start
@@ -234,7 +298,7 @@ class _Reader:
         start = loader.peek_event()
         if not (isinstance(start, yaml.MappingStartEvent) and _plain_event(start, _MAP)):
             return loader.compose_node(None, None)  # type: ignore[no-any-return]
-        loader.get_event()
+        loader.open_level(loader.get_event().start_mark)
         pairs: list[tuple[yaml.Node, yaml.Node]] = []
         while not loader.check_event(yaml.MappingEndEvent):
             key = loader.compose_node(None, None)
@@ -243,6 +307,7 @@ class _Reader:
             else:
                 value = loader.compose_node(None, None)
             pairs.append((key, value))
+        loader.close_level()
         first: Any = start.start_mark  # libyaml's marks stand in for PyYAML's
         return yaml.MappingNode(_MAP, pairs, first, loader.get_event().end_mark, flow_style=start.flow_style)
 
@@ -250,11 +315,15 @@ class _Reader:
         loader = self.loader
         sequence = _Streamed(loader.get_event(), len(self.streams))
         self.streams.append(sequence)
+        loader.open_level(sequence.start_mark)
         while not loader.check_event(yaml.SequenceEndEvent):
+            if len(sequence.starts) == self.limits.max_resources:  # stop before reading the rest
+                raise TooLarge(too_many_resources(self.limits.max_resources), loader.peek_event().start_mark)
             item = loader.compose_node(None, None)
             sequence.starts.append(Position(item.start_mark.line, item.start_mark.column))
             self.on_item(sequence, len(sequence.starts) - 1, item)
             loader.constructed_objects.clear()  # what PyYAML built for this item, keyed by its nodes
+        loader.close_level()
         sequence.end_mark = loader.get_event().end_mark
         return sequence
 
@@ -368,8 +437,9 @@ class Lines:
     keep the nodes of the items whose inner positions are wanted.
     """
 
-    def __init__(self, text: str, root: yaml.Node, streams: list[_Streamed]) -> None:
+    def __init__(self, text: str, root: yaml.Node, streams: list[_Streamed], limits: Limits) -> None:
         self._text = text
+        self._limits = limits
         self._root = root
         self._streams = streams
         self._keys: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
@@ -391,7 +461,7 @@ class Lines:
             if stop is not None:
                 wanted.add(stop)
         if wanted:
-            _Reader(self._text, True, lambda _: None, self._keep(wanted)).read()
+            _Reader(self._text, True, lambda _: None, self._keep(wanted), self._limits).read()
 
     def _keep(self, wanted: set[tuple[int, int]]) -> Callable[[_Streamed, int, yaml.Node], None]:
         def keep(sequence: _Streamed, index: int, node: yaml.Node) -> None:

@@ -19,6 +19,11 @@ def _absolute(value: str) -> str:
         raise ValueError("a path cannot contain a NUL character")
     if not os.path.isabs(value):
         raise ValueError(f"must be an absolute path, got {value!r}")
+    if ".." in value.split("/"):
+        raise ValueError(
+            f"must not contain `..` (a path that climbs out of its folder), got {value!r}: write the path "
+            "it leads to"
+        )
     return value
 
 

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 from common.models import Change
 from workflows.context import StepContext
 from workflows.kinds._common import AbsolutePath
+from workflows.kinds.paths import confine
 from workflows.registry import Provider, StepError
 
 TAIL_BYTES = 4096
@@ -43,7 +44,9 @@ ShellCommand = Annotated[str, AfterValidator(_not_blank)]
 class CommandSpec(BaseModel):
     """A shell command, and the guard (`creates`, `unless` or both) that says it has already had its effect.
 
-    `env` is added to the agent's environment; `cwd` is the directory the command starts in.
+    `env` is added to the agent's environment; `cwd` is the directory the command starts in. `cwd` and
+    `creates` must lie under the agent's allowed paths; `run` and `unless` are shell commands, which no
+    path rule can confine (run the agent as a user that may do only what its role needs).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -71,7 +74,7 @@ class CommandProvider(Provider[CommandSpec]):
     spec_model = CommandSpec
 
     def check(self, spec: CommandSpec, ctx: StepContext) -> Change:
-        if spec.creates is not None and os.path.exists(spec.creates):
+        if spec.creates is not None and os.path.exists(confine(spec.creates, ctx)):
             return Change(action="none")
         if spec.unless is not None and _finish(_start(spec.unless, spec, ctx)).code == 0:
             return Change(action="none")
@@ -147,7 +150,8 @@ def _start(command: str, spec: CommandSpec, ctx: StepContext) -> subprocess.Pope
     Its environment is the agent's, then `env`, then CONVERGE_AGENT_ID (the id of the agent running it) and
     CONVERGE_EPOCH (the fencing epoch it runs under, see StepContext.epoch).
     """
-    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+    cwd = None if spec.cwd is None else confine(spec.cwd, ctx)
+    if cwd is not None and not os.path.isdir(cwd):
         raise StepError(
             f"cwd {spec.cwd} is not a directory: add a `directory` resource for it and a `depends_on` on it",
             retryable=False,
@@ -156,7 +160,7 @@ def _start(command: str, spec: CommandSpec, ctx: StepContext) -> subprocess.Pope
     try:
         return subprocess.Popen(
             ["/bin/sh", "-c", command],
-            cwd=spec.cwd,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

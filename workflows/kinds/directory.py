@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from common.models import Change
 from workflows.context import StepContext
 from workflows.kinds._common import AbsolutePath, OctalMode, host_error, mode_bits, mode_of, stat_or_none
+from workflows.kinds.paths import confine
 from workflows.registry import Provider, StepError
 
 
@@ -23,13 +24,16 @@ class DirectorySpec(BaseModel):
 
 
 class DirectoryProvider(Provider[DirectorySpec]):
-    """Creates a directory (and missing parents) and keeps its mode; never touches its contents."""
+    """Creates a directory (and missing parents) and keeps its mode; never touches its contents.
+
+    It acts only under the agent's allowed paths, on the path with its symlinks resolved.
+    """
 
     kind = "directory"
     spec_model = DirectorySpec
 
     def check(self, spec: DirectorySpec, ctx: StepContext) -> Change:
-        st = stat_or_none(spec.path)
+        st = stat_or_none(confine(spec.path, ctx))
         if st is None:
             return Change(action="create", diff=f"create directory {spec.path}\nmode {spec.mode}")
         if not stat.S_ISDIR(st.st_mode):
@@ -42,8 +46,9 @@ class DirectoryProvider(Provider[DirectorySpec]):
         return Change(action="none")
 
     def apply(self, spec: DirectorySpec, change: Change, ctx: StepContext) -> None:
+        path = confine(spec.path, ctx)
         try:
-            os.makedirs(spec.path, exist_ok=True)
+            os.makedirs(path, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
             raise StepError(
                 f"cannot create directory {spec.path}: it or one of its parents exists and is not a "
@@ -54,6 +59,6 @@ class DirectoryProvider(Provider[DirectorySpec]):
             raise host_error(exc, f"cannot create directory {spec.path}") from exc
         try:
             # makedirs applies the umask; chmod sets exactly the bits asked for.
-            os.chmod(spec.path, mode_bits(spec.mode))
+            os.chmod(path, mode_bits(spec.mode))
         except OSError as exc:
             raise host_error(exc, f"cannot chmod {spec.path} to {spec.mode}") from exc

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from common.models import Change
 from workflows.context import StepContext
 from workflows.kinds._common import AbsolutePath, OctalMode, host_error, mode_bits, mode_of, stat_or_none
+from workflows.kinds.paths import confine
 from workflows.registry import Provider, StepError
 
 _NO_EOL = "\\ No newline at end of file\n"
@@ -31,7 +32,8 @@ class FileSpec(BaseModel):
 class FileProvider(Provider[FileSpec]):
     """Writes a file atomically when its bytes differ, and only chmods it when only the mode differs.
 
-    A symlink at `path` is followed: the file it points to is the one kept compliant.
+    A symlink at `path` is followed: the file it points to is the one kept compliant, if it lies under
+    the agent's allowed paths (workflows.kinds.paths).
     """
 
     kind = "file"
@@ -39,7 +41,7 @@ class FileProvider(Provider[FileSpec]):
 
     def check(self, spec: FileSpec, ctx: StepContext) -> Change:
         desired = spec.content.encode("utf-8")
-        current = _observe(spec.path)
+        current = _observe(confine(spec.path, ctx))
         if current is None:
             return Change(action="create", diff=_create_diff(spec.path, desired, spec.mode))
         content, st = current
@@ -53,7 +55,7 @@ class FileProvider(Provider[FileSpec]):
         return Change(action="update", diff="".join(parts).rstrip("\n"))
 
     def apply(self, spec: FileSpec, change: Change, ctx: StepContext) -> None:
-        target = os.path.realpath(spec.path)
+        target = confine(spec.path, ctx)
         desired = spec.content.encode("utf-8")
         current = _observe(target)
         if current is not None and current[0] == desired:

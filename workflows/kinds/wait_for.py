@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from common.models import Change
 from workflows.context import StepContext
 from workflows.kinds._common import AbsolutePath
+from workflows.kinds.paths import confine
 from workflows.registry import Provider, StepError
 
 PROGRESS_EVERY_S = 0.4
@@ -41,7 +42,10 @@ class WaitForSpec(BaseModel):
 
 
 class WaitForProvider(Provider[WaitForSpec]):
-    """Waits, reporting progress as it goes; `check` always finds nothing to change."""
+    """Waits, reporting progress as it goes; `check` always finds nothing to change.
+
+    A `path` must lie under the agent's allowed paths: `check`, which runs before every `apply`, says so.
+    """
 
     kind = "wait_for"
     spec_model = WaitForSpec
@@ -50,7 +54,7 @@ class WaitForProvider(Provider[WaitForSpec]):
     def check(self, spec: WaitForSpec, ctx: StepContext) -> Change:
         if spec.seconds is not None:
             return Change(action="none", diff=f"wait {spec.seconds:g}s")
-        if spec.path is not None and os.path.exists(spec.path):
+        if spec.path is not None and os.path.exists(confine(spec.path, ctx)):
             return Change(action="none", diff=f"wait for {spec.path} (present)")
         return Change(action="none", diff=f"wait up to {spec.within_s:g}s for {spec.path}")
 
