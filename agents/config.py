@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_origin
 
 import tomli_w
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -31,7 +31,7 @@ from pydantic_settings import (
 from agents.identity import default_id
 from common import defaults
 from common.errors import BadInput
-from common.settings import BrokerUrl
+from common.settings import BrokerUrl, redact
 
 Source = Literal["default", "file", "policy", "env", "option"]
 # Lowest to highest. `policy` (settings set centrally on the engine for every agent of a role, the seed's
@@ -49,6 +49,17 @@ def default_state_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/converge")
     return Path(os.environ.get("XDG_STATE_HOME") or "~/.local/state").expanduser() / "converge"
+
+
+def _allowed_path(path: Path) -> Path:
+    if not path.is_absolute():
+        raise ValueError(f"{str(path)!r} is not an absolute path: write it from /")
+    if ".." in path.parts:
+        raise ValueError(f"{str(path)!r} contains `..`: write the folder it leads to")
+    return path
+
+
+AllowedPath = Annotated[Path, AfterValidator(_allowed_path)]
 
 
 def config_path() -> Path:
@@ -87,6 +98,9 @@ class AgentSettings(BaseSettings):
         default=defaults.VISIBILITY_TIMEOUT_S, gt=0, validation_alias="CONVERGE_VISIBILITY_TIMEOUT_S"
     )
     loglevel: str = "INFO"
+    # The folders the built-in kinds may act under (workflows.kinds.paths): a path outside them, or one that
+    # leads out of them through a symlink, is refused. `/` keeps what agents did before the setting existed.
+    allowed_paths: list[AllowedPath] = Field(default_factory=lambda: [Path("/")], min_length=1)
     # Celery task events, so that Flower sees every step. They cost a few publishes per step; an agent
     # that nobody watches with Flower can turn them off (Flower turns them back on when it runs).
     task_events: bool = True
@@ -252,7 +266,8 @@ def parse_pair(pair: str) -> tuple[str, Any]:
     try:
         return key, _adapter(key).validate_python(value)
     except ValidationError as exc:
-        raise ConfigError(f"{key}={text}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from exc
+        shown = redact(text) if key.endswith("_url") else text  # never a password in a message
+        raise ConfigError(f"{key}={shown}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from exc
 
 
 @dataclass(frozen=True)

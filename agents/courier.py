@@ -46,7 +46,8 @@ class Courier:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:  # not started when the worker failed before it was ready
+            self._thread.join(timeout=10)
 
     def wake(self) -> None:
         """Send now (the connection is back), whatever the backoff said."""

@@ -44,7 +44,8 @@ class Elector:
     def stop(self) -> None:
         """Stop campaigning and give the leases up, so that a backup takes over at once (a clean stop)."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # not started when the worker failed before it was ready
+            self._thread.join(timeout=5)
         try:
             self.election.release()
         except redis.RedisError as exc:

@@ -57,7 +57,9 @@ def open_outbox(settings: AgentSettings) -> Outbox:
 
 def build_app(settings: AgentSettings, reporter: Reporter, link: Link) -> Celery:
     """The agent's Celery app with the step task bound to this agent's runner."""
-    app = make_app(settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s)
+    app = make_app(
+        settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s, agent_id=settings.id
+    )
     runner = StepRunner(
         settings.id,
         settings.roles,
@@ -67,6 +69,7 @@ def build_app(settings: AgentSettings, reporter: Reporter, link: Link) -> Celery
         settings.visibility_timeout_s,
         settings.step_timeout_s,
         lambda: link.cut_off,
+        allowed_paths=settings.allowed_paths,
     )
 
     @app.task(name=names.STEP_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]

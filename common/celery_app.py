@@ -11,13 +11,18 @@ from common import defaults, names
 
 
 def make_app(
-    broker_url: str, *, visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S, name: str = "converge"
+    broker_url: str,
+    *,
+    visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S,
+    name: str = "converge",
+    agent_id: str | None = None,
 ) -> Celery:
     """A Celery app on the Redis broker, tuned for steps: JSON only, late ack, prefetch 1, no results.
 
     Steps report through Converge's status stream, so Celery's result backend stays off: it would cost a
     subscription per task. The visibility timeout is longer than any step may run (kombu re-delivers
     unacknowledged messages older than it); the agent also drops deliveries of attempts no longer current.
+    An agent's app keeps the messages it took in keys of its own (`names.unacked_keys`).
     """
     app = Celery(name, broker=broker_url, set_as_current=False)
     transport: dict[str, Any] = {
@@ -25,6 +30,8 @@ def make_app(
         "socket_connect_timeout": 5,
         "socket_timeout": 30,
     }
+    if agent_id is not None:
+        transport.update(names.unacked_keys(agent_id))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -82,3 +82,13 @@ def lease_agent(holder: str | bytes | None) -> str | None:
         return None
     text = holder.decode() if isinstance(holder, bytes) else holder
     return text.split("/", 1)[0]
+
+
+def unacked_keys(agent_id: str) -> dict[str, str]:
+    """kombu's transport options naming the keys where an agent keeps the messages it took and has not
+    acknowledged: one set per agent, so that its Redis user can be kept from reading another's."""
+    return {
+        "unacked_key": f"unacked.{agent_id}",
+        "unacked_index_key": f"unacked_index.{agent_id}",
+        "unacked_mutex_key": f"unacked_mutex.{agent_id}",
+    }

@@ -78,7 +78,8 @@ def test_agent_drops_junk_on_its_queue_and_runs_the_next_real_step(
     assert applied["exit_code"] == 0, applied
     assert (tmp_path / "after").read_text() == "x"
     assert cluster.procs["agent-web-1"].poll() is None, "the agent's process ended"
-    assert cluster.redis.hlen("unacked") == 0, "the junk waits to be delivered again"
+    unacked = names.unacked_keys("web-1")["unacked_key"]
+    assert cluster.redis.hlen(unacked) == 0, "the junk waits to be delivered again"
     log = (cluster.logs / "agent-web-1.log").read_text()
     assert "Unrecoverable error" not in log
     dropped = [line for line in log.splitlines() if "dropped a message on queue converge.role.web" in line]
