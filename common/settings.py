@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -30,8 +31,9 @@ def redact(url: str) -> str:
     try:
         parts = urlsplit(url)
         password = parts.password
-    except ValueError:
-        return url
+    except ValueError:  # not a URL it can read: hide everything between the scheme and the host
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
     if not password:
         return url
     user = parts.username or ""
@@ -112,7 +114,17 @@ class Settings(BaseSettings):
     store_url: str = "sqlite:///./.converge/converge.db"
     url: str = "http://127.0.0.1:8765"
     api_bind: str = "127.0.0.1:8765"
+    # The operator token the CLI sends as `Authorization: Bearer` (`converge tokens create`).
     token: str | None = None
+    # The engine's folder: its CA, its server certificate and their keys (`converge engine init`).
+    home: Path = Path(".converge")
+    # What the CLI trusts for the engine's HTTPS: the CA file, or the CA's SHA-256 fingerprint, or both.
+    ca: Path | None = None
+    ca_fingerprint: str | None = None
+    # Serve plain HTTP: only on a loopback address (as `converge up` does); anywhere else the engine refuses.
+    insecure_http: bool = False
+    # The largest request body the API reads; a larger one is answered 413 before it is read.
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     # Longer than any step may run: kombu re-delivers unacknowledged messages older than this.
     visibility_timeout_s: float = Field(default=defaults.VISIBILITY_TIMEOUT_S, gt=0)
     # How long `plan` waits for the agents' observations.

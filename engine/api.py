@@ -1,19 +1,28 @@
-"""The engine's HTTP API. Thin: each route calls one Engine operation and returns its model."""
+"""The engine's HTTP API. Thin: each route calls one Engine operation and returns its model.
+
+Every route but `/v1/health` and `/v1/ca` needs a token (engine.auth). There is no CORS middleware and no
+cookie: a browser page on another origin can neither send a token nor read an answer. The interactive docs
+are off, since they would describe the API to anyone who asks.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import FastAPI, Query
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
+from common.errors import NotFound
 from common.models import AgentView, WorkflowState, WorkflowView
 from engine import answers, deadletters
 from engine.answers import UnicodeText
+from engine.auth import Authenticator, Guard
 from engine.core import Engine
 from engine.fleet import forget, list_agents
 from engine.health import StoreWatch
 from engine.health import report as health_report
+from engine.tls import TlsFiles
 
 
 class Submission(BaseModel):
@@ -26,9 +35,12 @@ class DeadLetterIds(BaseModel):
 
 
 def create_api(engine: Engine) -> FastAPI:
-    api = FastAPI(title="Converge engine", version="1")
+    api = FastAPI(title="Converge engine", version="1", docs_url=None, redoc_url=None, openapi_url=None)
 
     answers.install(api, engine.settings)
+    api.add_middleware(
+        Guard, authenticator=Authenticator(engine.store), max_body_bytes=engine.settings.max_body_bytes
+    )
 
     _health_routes(api, engine)
 
@@ -62,7 +74,9 @@ def create_api(engine: Engine) -> FastAPI:
         return engine.retry(workflow_id)
 
     @api.post("/v1/history/prune")
-    def prune(older_than_days: float | None = None) -> dict[str, int]:
+    def prune(
+        older_than_days: float | None = Query(None, ge=0, allow_inf_nan=False),
+    ) -> dict[str, int]:
         return {"pruned": engine.prune(older_than_days)}
 
     @api.post("/v1/plan")
@@ -89,6 +103,14 @@ def _health_routes(api: FastAPI, engine: Engine) -> None:
     @api.get("/v1/health")
     def health() -> dict[str, Any]:
         return health_report(engine.client, watch)
+
+    @api.get("/v1/ca", response_class=PlainTextResponse)
+    def ca() -> str:
+        """The CA certificate (public), for a client that pins its fingerprint and has not the file."""
+        path = TlsFiles.under(engine.settings.home).ca_cert
+        if not path.is_file():
+            raise NotFound("this engine has no CA: it serves plain HTTP (`converge engine init` makes one)")
+        return path.read_text(encoding="ascii")
 
     @api.get("/v1/dead-letters")
     def dead_letters(limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +17,7 @@ from rich.table import Table
 from common import cli as common_cli
 from common.models import WorkflowState, WorkflowView
 from common.settings import load_settings
+from common.store import SqlStore, open_store
 from engine import deadletters, render
 from engine.client import EngineClient
 from engine.deadletters import DeadLetter
@@ -33,6 +37,12 @@ def url_option(func: F) -> F:
     return click.option("--url", default=None, help="The engine API (CONVERGE_URL).")(func)
 
 
+store_option = click.option(
+    "--store-url", default=None, help="SQLAlchemy URL of the store (CONVERGE_STORE_URL)."
+)
+home_option = click.option(
+    "--home", default=None, help="The engine's folder for its certificates (CONVERGE_HOME)."
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 timeout_option = click.option(
     "--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after S seconds."
@@ -41,7 +51,16 @@ timeout_option = click.option(
 
 def client_for(url: str | None) -> EngineClient:
     settings = load_settings(url=url)
-    return EngineClient(settings.url, settings.token)
+    return EngineClient(settings.url, settings.token, ca=settings.ca, ca_fingerprint=settings.ca_fingerprint)
+
+
+@contextmanager
+def opened_store(url: str) -> Iterator[SqlStore]:
+    store = open_store(url)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def read_desired(path: str) -> str:
@@ -66,12 +85,115 @@ def engine() -> None:
 @click.option("--broker-url", default=None, help="Redis (CONVERGE_BROKER_URL).")
 @click.option("--store-url", default=None, help="SQLAlchemy URL of the store (CONVERGE_STORE_URL).")
 @click.option("--api-bind", default=None, help="host:port to listen on (CONVERGE_API_BIND).")
+@home_option
+@click.option(
+    "--insecure-http",
+    is_flag=True,
+    default=None,
+    help="Serve plain HTTP, on a loopback address only (CONVERGE_INSECURE_HTTP).",
+)
 @handle_errors
-def engine_run(broker_url: str | None, store_url: str | None, api_bind: str | None) -> None:
-    """Run the engine: API, dispatcher and status ingester."""
+def engine_run(
+    broker_url: str | None,
+    store_url: str | None,
+    api_bind: str | None,
+    home: str | None,
+    insecure_http: bool | None,
+) -> None:
+    """Run the engine: API (HTTPS with the certificate of `engine init`), dispatcher and status ingester."""
     from engine import service
 
-    service.run(load_settings(broker_url=broker_url, store_url=store_url, api_bind=api_bind))
+    settings = load_settings(
+        broker_url=broker_url, store_url=store_url, api_bind=api_bind, home=home, insecure_http=insecure_http
+    )
+    service.run(settings)
+
+
+@engine.command("init")
+@click.option("--san", multiple=True, help="Another host name or address for the certificate (repeatable).")
+@click.option("--force", is_flag=True, help="Renew the server certificate (the CA and its fingerprint stay).")
+@store_option
+@home_option
+@json_option
+@handle_errors
+def engine_init(
+    san: tuple[str, ...], force: bool, store_url: str | None, home: str | None, as_json: bool
+) -> None:
+    """Make the CA, the server certificate and a first admin token; print the CA's fingerprint."""
+    from engine import auth, tls
+
+    settings = load_settings(store_url=store_url, home=home)
+    files = tls.TlsFiles.under(settings.home)
+    fingerprint = tls.init(files, list(san), force=force)
+    with opened_store(settings.store_url) as store:
+        token = auth.first_token(store)
+    if as_json:
+        render.emit_json({"fingerprint": fingerprint, "ca": str(files.ca_cert.resolve()), "token": token})
+        return
+    click.echo(f"CA certificate: {files.ca_cert.resolve()}\nCA fingerprint (SHA-256): {fingerprint}")
+    if token:
+        click.echo(f"admin token (shown once): {token}\n  export CONVERGE_TOKEN={token}")
+    click.echo(f"clients trust the engine with CONVERGE_CA={files.ca_cert.resolve()} or the fingerprint")
+
+
+@main.group()
+def tokens() -> None:
+    """Operator tokens for the engine API, kept in the store (these commands use the store directly)."""
+
+
+@tokens.command("create")
+@click.option("--name", required=True, help="Who or what uses it; shown in logs and `tokens list`.")
+@click.option(
+    "--role", type=click.Choice(["admin", "operator", "viewer"]), default="operator", show_default=True
+)
+@store_option
+@json_option
+@handle_errors
+def tokens_create(name: str, role: str, store_url: str | None, as_json: bool) -> None:
+    """Create a token and print it: the only time it is shown."""
+    from engine import auth
+
+    with opened_store(load_settings(store_url=store_url).store_url) as store:
+        token = auth.create(store, name, auth.Role.named(role))
+    if as_json:
+        render.emit_json({"name": name, "role": role, "token": token})
+    else:
+        click.echo(f"token {name} ({role}), shown once:\n{token}")
+
+
+@tokens.command("list")
+@store_option
+@json_option
+@handle_errors
+def tokens_list(store_url: str | None, as_json: bool) -> None:
+    """Every token's name, role, creation and last use (never the token)."""
+    with opened_store(load_settings(store_url=store_url).store_url) as store:
+        records = store.tokens()
+    rows = [
+        {**asdict(r), "created_at": _iso(r.created_at), "last_used_at": _iso(r.last_used_at)} for r in records
+    ]
+    if as_json:
+        render.emit_json(rows)
+        return
+    table = Table("NAME", "ROLE", "CREATED", "LAST USED", title=f"tokens ({len(rows)})")
+    for row in rows:
+        table.add_row(escape(row["name"]), row["role"], row["created_at"], row["last_used_at"] or "never")
+    render.console.print(table)
+
+
+def _iso(when: float | None) -> str | None:
+    return None if when is None else datetime.fromtimestamp(when, UTC).isoformat()
+
+
+@tokens.command("revoke")
+@click.argument("name")
+@store_option
+@handle_errors
+def tokens_revoke(name: str, store_url: str | None) -> None:
+    """Delete a token: the engine refuses it from the next request on."""
+    with opened_store(load_settings(store_url=store_url).store_url) as store:
+        store.revoke_token(name)
+    click.echo(f"revoked token {name}")
 
 
 @main.command()

@@ -1,9 +1,18 @@
-"""The CLI's client of the engine API. Every failure becomes a ConvergeError with the right exit code."""
+"""The CLI's client of the engine API. Every failure becomes a ConvergeError with the right exit code.
+
+Over HTTPS the client trusts the engine's own CA, given as a file (CONVERGE_CA), as a pinned SHA-256
+fingerprint (CONVERGE_CA_FINGERPRINT), or both. With only a fingerprint it fetches the CA certificate from the
+engine's open `/v1/ca` without verifying (nothing secret is sent), keeps it only if its fingerprint is the
+pinned one, and then verifies the server's certificate against it as usual: whoever answers must hold a
+certificate signed by the pinned CA, for the host name in the URL.
+"""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -14,6 +23,7 @@ from common.errors import BadInput, ConvergeError, NotFound, Refused, Unreachabl
 from common.models import AgentView, CheckResult, WorkflowView
 from common.settings import redact
 from engine.deadletters import DeadLetter
+from engine.tls import fingerprint, same_fingerprint
 
 T = TypeVar("T")
 
@@ -28,16 +38,32 @@ class Submitted:
 
 
 class EngineClient:
-    def __init__(self, url: str, token: str | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout_s: float = 60.0,
+        *,
+        ca: Path | None = None,
+        ca_fingerprint: str | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+        verify = trust(self.url, ca, ca_fingerprint) if self.url.startswith("https://") else True
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s, verify=verify)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         where = redact(self.url)
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise Unreachable(
+                    f"the engine at {where} presented a certificate this CLI does not trust ({exc}): set "
+                    "CONVERGE_CA to the engine's CA file or CONVERGE_CA_FINGERPRINT to the fingerprint "
+                    "`converge engine init` printed, and check that the URL's host is one the "
+                    "certificate names (`converge engine init --san NAME --force`)"
+                ) from exc
             raise Unreachable(
                 f"cannot reach the engine at {where} ({exc.__class__.__name__}); start it with "
                 "`converge engine run` or `converge up`, or point CONVERGE_URL / --url at it"
@@ -135,6 +161,51 @@ class EngineClient:
         """Delete dead letters for good (every one when `ids` is empty)."""
         body = self._call("POST", "/v1/dead-letters/purge", json={"ids": ids})
         return self._understood(lambda: int(body["purged"]))
+
+
+def trust(url: str, ca: Path | None, pinned: str | None) -> ssl.SSLContext | bool:
+    """What to verify the engine's certificate with: its CA (from the file, or fetched and pinned), else
+    the system's trust store. Raises Unreachable when the CA is not the pinned one."""
+    if ca is not None:
+        try:
+            pem = ca.read_bytes()
+        except OSError as exc:
+            raise BadInput(f"cannot read the CA file {ca} (CONVERGE_CA): {exc.strerror}") from None
+        source = f"the CA file {ca}"
+    elif pinned:
+        pem, source = _fetch_ca(url), f"the engine at {redact(url)}"
+    else:
+        return True
+    try:
+        found = fingerprint(pem)
+    except ValueError:
+        raise BadInput(
+            f"{source} holds no PEM certificate: point CONVERGE_CA at the engine's ca.pem"
+        ) from None
+    if pinned and not same_fingerprint(found, pinned):
+        raise Unreachable(
+            f"{source} has the CA fingerprint {found}, not the {pinned} of CONVERGE_CA_FINGERPRINT: check "
+            "the fingerprint that `converge engine init` printed on the engine's host; if it is right, "
+            "something other than the engine is answering at this address"
+        )
+    return ssl.create_default_context(cadata=pem.decode("ascii"))
+
+
+def _fetch_ca(url: str) -> bytes:
+    """The CA certificate the server at `url` offers, unverified: the caller checks its fingerprint."""
+    try:
+        response = httpx.get(f"{url}/v1/ca", verify=False, timeout=10)  # checked against the pin
+    except httpx.TransportError as exc:
+        raise Unreachable(
+            f"cannot reach the engine at {redact(url)} ({exc.__class__.__name__}): start it, or point "
+            "CONVERGE_URL / --url at it"
+        ) from exc
+    if response.status_code != 200:
+        raise Unreachable(
+            f"the engine at {redact(url)} offers no CA certificate ({response.status_code}): set CONVERGE_CA "
+            "to its ca.pem instead"
+        )
+    return response.content
 
 
 def _error(response: httpx.Response, where: str) -> ConvergeError:

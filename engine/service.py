@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
+from typing import Any
 
 import redis
 import uvicorn
 
 from common.celery_app import make_app
-from common.errors import Unreachable
+from common.errors import BadInput, Unreachable
 from common.settings import Settings, redact, split_bind
 from common.store import open_store
 from engine.api import create_api
 from engine.core import Engine
 from engine.dispatcher import Dispatcher
 from engine.ingest import Ingester
+from engine.tls import TlsFiles
 from engine.watchdog import Watchdog
 from workflows.registry import default_registry
 
@@ -42,12 +45,44 @@ def build(settings: Settings) -> Engine:
     return Engine(settings, store, client, dispatcher, default_registry())
 
 
+def serving(settings: Settings, host: str) -> dict[str, Any]:
+    """uvicorn's TLS options: the certificate of `converge engine init`, or none for plain HTTP on loopback.
+
+    Raises BadInput, before anything starts, for plain HTTP on any other address or HTTPS without
+    certificates: a token sent in the clear on a network is as good as published.
+    """
+    if settings.insecure_http:
+        if not is_loopback(host):
+            raise BadInput(
+                f"plain HTTP is served only on a loopback address, not on {host}: drop "
+                "CONVERGE_INSECURE_HTTP (or --insecure-http) to serve HTTPS, or bind to 127.0.0.1"
+            )
+        return {}
+    files = TlsFiles.under(settings.home)
+    if not files.exist():
+        raise BadInput(
+            f"no certificate under {files.folder}: run `converge engine init` first (CONVERGE_HOME is "
+            f"{settings.home}), or serve plain HTTP on loopback with --insecure-http"
+        )
+    return {"ssl_certfile": str(files.server_cert), "ssl_keyfile": str(files.server_key)}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def run(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM. Steps left `queued` by a previous run are published again first.
 
     `settings` come from `load_settings`, checked before anything starts.
     """
     host, port = split_bind(settings.api_bind)
+    transport = serving(settings, host)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -64,7 +99,8 @@ def run(settings: Settings) -> None:
     for thread in threads:
         thread.start()
     try:
-        uvicorn.run(create_api(engine), host=host, port=port, log_level="warning")
+        log.info("serving the API on %s over %s", settings.api_bind, "HTTPS" if transport else "plain HTTP")
+        uvicorn.run(create_api(engine), host=host, port=port, log_level="warning", **transport)
     finally:
         ingester.stop()
         watchdog.stop()

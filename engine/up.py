@@ -18,11 +18,13 @@ from typing import IO
 from common.errors import ConvergeError, Unreachable
 from common.localredis import LocalRedis, free_port
 from common.models import WorkflowState
-from engine import render
+from common.store import open_store
+from engine import auth, render
 from engine.client import EngineClient
 from workflows.registry import default_registry
 from workflows.spec import load_file
 
+UP_TOKEN = "up"
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
 
 
@@ -73,9 +75,12 @@ def up(file: str | None, home: Path, *, once: bool, timeout_s: float) -> int:
             CONVERGE_STORE_URL=f"sqlite:///{home / 'converge.db'}",
             CONVERGE_API_BIND=f"127.0.0.1:{free_port()}",
             CONVERGE_AGENT_STATE_DIR=str(home / "agents"),
+            CONVERGE_HOME=str(home),
+            CONVERGE_INSECURE_HTTP="1",  # the engine listens on loopback only
         )
         env["CONVERGE_URL"] = f"http://{env['CONVERGE_API_BIND']}"
-        client = EngineClient(env["CONVERGE_URL"])
+        token = _own_token(env["CONVERGE_STORE_URL"])
+        client = EngineClient(env["CONVERGE_URL"], token)
         render.errors.print(
             f"starting the engine and {len(roles)} agent(s) ({', '.join(roles)}) under {home}"
         )
@@ -91,7 +96,7 @@ def up(file: str | None, home: Path, *, once: bool, timeout_s: float) -> int:
         view, _ = client.submit(path.read_text(encoding="utf-8"), str(path))
         view = render.follow(lambda: client.workflow(view.id), timeout_s, live=True)
         render.workflow_detail(view)
-        _how_to_look(view.id, env, once=once)
+        _how_to_look(view.id, env, token, once=once)
         code = 0 if view.state == WorkflowState.SUCCEEDED else 1
         if once:
             return code
@@ -128,13 +133,25 @@ def _wait_ready(client: EngineClient, agent_ids: set[str], children: Children, h
     raise Unreachable(f"the engine and agents did not come up within 90s; see the logs under {home / 'logs'}")
 
 
-def _how_to_look(workflow_id: str, env: dict[str, str], *, once: bool) -> None:
+def _own_token(store_url: str) -> str:
+    """A fresh admin token named `up` for this run, replacing the last run's: for the CLI, and printed."""
+    store = open_store(store_url)
+    try:
+        if any(t.name == UP_TOKEN for t in store.tokens()):
+            store.revoke_token(UP_TOKEN)
+        return auth.create(store, UP_TOKEN, auth.Role.ADMIN)
+    finally:
+        store.close()
+
+
+def _how_to_look(workflow_id: str, env: dict[str, str], token: str, *, once: bool) -> None:
     url, broker = env["CONVERGE_URL"], env["CONVERGE_BROKER_URL"]
     when = "these addresses live while `converge up` runs; without --once it keeps running" if once else ""
     render.console.print(
-        f"\nHow to look at it{f' ({when})' if when else ''}:\n"
-        f"  CONVERGE_URL={url} converge workflows show {workflow_id}\n"
-        f"  CONVERGE_URL={url} converge agents list\n"
+        f"\nHow to look at it{f' ({when})' if when else ''}, from another terminal:\n"
+        f"  export CONVERGE_URL={url} CONVERGE_TOKEN={token}\n"
+        f"  converge workflows show {workflow_id}\n"
+        f"  converge agents list\n"
         f"  CONVERGE_BROKER_URL={broker} celery -A common.flower_app flower\n",
         highlight=False,
         soft_wrap=True,

@@ -52,6 +52,16 @@ class StaleStep(NamedTuple):
     workflow_state: WorkflowState
 
 
+@dataclass(frozen=True)
+class TokenRecord:
+    """An operator token as stored: its name and role, never the token (the store keeps only its hash)."""
+
+    name: str
+    role: str
+    created_at: float
+    last_used_at: float | None
+
+
 class Store(Protocol):
     def create_workflow(self, plan: WorkflowPlan, source: str) -> Created:
         """Persist a planned workflow, its first steps marked `queued`; unless a workflow converging to the
@@ -90,5 +100,18 @@ class Store(Protocol):
         """Every step marked `queued`: re-published when the engine starts (a crash may have lost them)."""
 
     def running_by_agent(self) -> dict[str, int]: ...
+
+    def create_token(self, name: str, role: str, digest: str) -> TokenRecord:
+        """Store a token's hash under a new name; raises Refused if the name is taken."""
+
+    def tokens(self) -> list[TokenRecord]: ...
+
+    def token_by_digest(self, digest: str) -> TokenRecord | None: ...
+
+    def touch_token(self, name: str, now: float) -> None:
+        """Record that a token was used (`tokens list` shows when)."""
+
+    def revoke_token(self, name: str) -> None:
+        """Delete a token for good; raises NotFound if there is none of that name."""
 
     def close(self) -> None: ...

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,9 +21,9 @@ from common.errors import BadInput, NotFound, Refused, Unreachable
 from common.lifecycle import Verdict
 from common.models import FINISHED_WORKFLOW, StatusEvent, StepMessage, StepState, WorkflowState, WorkflowView
 from common.settings import redact
-from common.store.interface import Created, RecordResult, StaleStep, StopResult
+from common.store.interface import Created, RecordResult, StaleStep, StopResult, TokenRecord
 from common.store.rows import message_from_row, row_from_plan, view_from_row
-from common.store.tables import ACTIVE_WORKFLOW, RUN_COLUMNS, metadata, steps, workflows
+from common.store.tables import ACTIVE_WORKFLOW, RUN_COLUMNS, metadata, steps, tokens, workflows
 from common.store.upgrade import upgrade
 
 if TYPE_CHECKING:
@@ -433,6 +434,42 @@ class SqlStore:
         )
         with self.engine.connect() as conn:
             return {str(agent): int(n) for agent, n in conn.execute(query)}
+
+    # -- operator tokens -------------------------------------------------------------------------------
+
+    def create_token(self, name: str, role: str, digest: str) -> TokenRecord:
+        record = TokenRecord(name=name, role=role, created_at=time.time(), last_used_at=None)
+        try:
+            with self._write, self.engine.begin() as conn:
+                conn.execute(tokens.insert().values(digest=digest, **asdict(record)))
+        except IntegrityError:
+            raise Refused(
+                f"a token named {name!r} exists: revoke it first (`converge tokens revoke {name}`) or pick "
+                "another name"
+            ) from None
+        return record
+
+    def tokens(self) -> list[TokenRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*_TOKEN_COLUMNS).order_by(tokens.c.name)).mappings().all()
+        return [TokenRecord(**r) for r in rows]
+
+    def token_by_digest(self, digest: str) -> TokenRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_TOKEN_COLUMNS).where(tokens.c.digest == digest)).mappings().first()
+        return None if row is None else TokenRecord(**row)
+
+    def touch_token(self, name: str, now: float) -> None:
+        with self._write, self.engine.begin() as conn:
+            conn.execute(update(tokens).where(tokens.c.name == name).values(last_used_at=now))
+
+    def revoke_token(self, name: str) -> None:
+        with self._write, self.engine.begin() as conn:
+            if conn.execute(tokens.delete().where(tokens.c.name == name)).rowcount == 0:
+                raise NotFound(f"no token named {name!r}: `converge tokens list` shows them")
+
+
+_TOKEN_COLUMNS = [tokens.c.name, tokens.c.role, tokens.c.created_at, tokens.c.last_used_at]
 
 
 def _workflow_view(row: Any) -> WorkflowView:

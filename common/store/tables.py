@@ -83,3 +83,14 @@ steps = Table(
 
 # The columns a step's run changes, in table order.
 RUN_COLUMNS = tuple(column.name for column in steps.columns if column.info.get("run"))
+
+# Operator tokens: only a token's SHA-256 is kept, so that a copy of the store grants no access.
+tokens = Table(
+    "converge_tokens",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+)

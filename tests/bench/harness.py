@@ -7,12 +7,14 @@ with the test suite: the benches must not change when a fixture does.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import shutil
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -101,7 +103,9 @@ class Stack:
             CONVERGE_BROKER_URL=self.redis_server.url,
             CONVERGE_STORE_URL=f"sqlite:///{self.store_path}",
             CONVERGE_API_BIND=f"127.0.0.1:{port}",
-            CONVERGE_URL=f"http://127.0.0.1:{port}",
+            # HTTPS with a token, as in production: the throughput ratio includes their cost.
+            CONVERGE_URL=f"https://127.0.0.1:{port}",
+            CONVERGE_HOME=str(self.workdir / "engine-home"),
             CONVERGE_AGENT_STATE_DIR=str(self.workdir / "agent-state"),
             BENCH_BROKER_URL=self.redis_server.url,
             PYTHONPATH=str(REPO_ROOT),
@@ -183,7 +187,19 @@ class Stack:
 
     # -- the pieces ------------------------------------------------------------------------------------
 
+    def init_engine(self) -> None:
+        """`converge engine init`: the engine's certificate, and an admin token the CLI and `api` send."""
+        made = self.cli("engine", "init", "--json")
+        if made.returncode != 0:
+            raise BenchError(f"`converge engine init` failed: {made.stderr.strip()}")
+        document = json.loads(made.stdout)
+        if document["token"]:
+            self.env["CONVERGE_TOKEN"] = document["token"]
+        self.env["CONVERGE_CA"] = document["ca"]
+
     def start_engine(self) -> None:
+        if "CONVERGE_TOKEN" not in self.env:
+            self.init_engine()
         self.spawn("engine", [sys.executable, "-m", "engine", "engine", "run"])
         self._wait(self._healthy, 60, "the engine API")
 
@@ -254,7 +270,10 @@ class Stack:
             self._api = None
 
     def new_api_client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120)
+        """A client of the engine that trusts its CA and sends the admin token."""
+        trust = ssl.create_default_context(cafile=self.env["CONVERGE_CA"])
+        headers = {"Authorization": f"Bearer {self.env['CONVERGE_TOKEN']}"}
+        return httpx.Client(base_url=self.url, timeout=120, verify=trust, headers=headers)
 
     def submit(
         self, source: str, filename: str = "bench.yaml", client: httpx.Client | None = None

@@ -190,8 +190,8 @@ def sample(stack: Stack, name: str) -> dict[str, float | bool | str]:
 
 
 def wait_api(stack: Stack, spawned: float) -> float:
-    """Wall time of the first successful GET /v1/workflows, polled every 5 ms with a fresh client."""
-    with httpx.Client(base_url=stack.url, timeout=5) as client:
+    """Wall time of the first successful GET /v1/workflows (HTTPS, with the token), polled every 5 ms."""
+    with stack.new_api_client() as client:
 
         def answers() -> float | None:
             stack.check_alive()

@@ -48,7 +48,9 @@ def lines(tmp_path: Path, word: str) -> list[list[str]]:
 
 
 def workflow(cluster: Cluster, workflow_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{cluster.env['CONVERGE_URL']}/v1/workflows/{workflow_id}", timeout=10)
+    response = httpx.get(
+        f"{cluster.env['CONVERGE_URL']}/v1/workflows/{workflow_id}", headers=cluster.headers, timeout=10
+    )
     response.raise_for_status()
     document: dict[str, Any] = response.json()
     return document

@@ -132,7 +132,7 @@ def test_two_identical_applies_at_once_make_one_workflow_every_time(cluster: Clu
     sources = [directory(tmp_path, f"race-{i}", role="nobody") for i in range(TRIES)]
 
     def post(source: str) -> dict[str, Any]:
-        with httpx.Client(base_url=url, timeout=30) as client:
+        with httpx.Client(base_url=url, headers=cluster.headers, timeout=30) as client:
             barrier.wait()
             answer = client.post("/v1/workflows", json={"source": source, "filename": "race.yaml"})
         assert answer.status_code == 201, answer.text
@@ -151,11 +151,17 @@ def test_two_identical_applies_at_once_make_one_workflow_every_time(cluster: Clu
 def test_a_lone_surrogate_in_the_body_is_422_with_a_message(cluster: Cluster) -> None:
     url = cluster.env["CONVERGE_URL"]
     for body in (b'{"source": "\\ud800"}', b'{"source": "kind: x", "filename": "a\\udfffb.yaml"}'):
-        answer = httpx.post(f"{url}/v1/workflows", content=body, headers={"content-type": "application/json"})
+        answer = httpx.post(
+            f"{url}/v1/workflows",
+            content=body,
+            headers={**cluster.headers, "content-type": "application/json"},
+        )
         assert answer.status_code == 422, answer.text
         assert "surrogate" in answer.json()["error"]
     not_json = httpx.post(
-        f"{url}/v1/workflows", content=b"\xff{", headers={"content-type": "application/json"}
+        f"{url}/v1/workflows",
+        content=b"\xff{",
+        headers={**cluster.headers, "content-type": "application/json"},
     )
     assert 400 <= not_json.status_code < 500 and not_json.json()
 
@@ -174,6 +180,8 @@ def test_binary_content_is_exit_2_from_apply_with_file_and_line_and_nothing_sent
     assert workflows(cluster) == []
     # the engine's validation is the same: sent directly, it is refused too, not a 500
     answer = httpx.post(
-        f"{cluster.env['CONVERGE_URL']}/v1/workflows", json={"source": source, "filename": "b.yaml"}
+        f"{cluster.env['CONVERGE_URL']}/v1/workflows",
+        json={"source": source, "filename": "b.yaml"},
+        headers=cluster.headers,
     )
     assert answer.status_code == 422 and "!!binary" in answer.json()["error"]

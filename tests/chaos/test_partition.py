@@ -53,7 +53,9 @@ def entries(log: Path, word: str, name: str) -> list[float]:
 
 
 def workflow(cluster: Cluster, workflow_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{cluster.env['CONVERGE_URL']}/v1/workflows/{workflow_id}", timeout=10)
+    response = httpx.get(
+        f"{cluster.env['CONVERGE_URL']}/v1/workflows/{workflow_id}", headers=cluster.headers, timeout=10
+    )
     response.raise_for_status()
     document: dict[str, Any] = response.json()
     return document

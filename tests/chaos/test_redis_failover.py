@@ -75,7 +75,9 @@ def alive(cluster: Cluster) -> bool:
 def steps(cluster: Cluster, workflow_id: str) -> dict[str, Any] | None:
     """The workflow, its steps by name; None while the engine cannot answer (Redis is away a moment)."""
     try:
-        response = httpx.get(f"{cluster.env['CONVERGE_URL']}/v1/workflows/{workflow_id}", timeout=10)
+        response = httpx.get(
+            f"{cluster.env['CONVERGE_URL']}/v1/workflows/{workflow_id}", headers=cluster.headers, timeout=10
+        )
         response.raise_for_status()
     except httpx.HTTPError:
         return None

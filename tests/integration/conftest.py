@@ -23,6 +23,8 @@ import redis
 from common.localredis import LocalRedis, free_port
 
 PG_URL = os.environ.get("CONVERGE_TEST_POSTGRES_URL")
+# A developer's own token and trust settings must not leak into the clusters the tests start.
+SECURITY_VARIABLES = ("CONVERGE_TOKEN", "CONVERGE_CA", "CONVERGE_INSECURE_HTTP", "CONVERGE_HOME")
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
@@ -65,24 +67,34 @@ def postgres_url() -> Iterator[str]:
 
 
 class Cluster:
-    """An engine and agents as child processes, and the `converge` CLI run against them."""
+    """An engine and agents as child processes, and the `converge` CLI run against them.
 
-    def __init__(self, broker_url: str, workdir: Path, store_url: str) -> None:
+    The engine always asks for a token: the CLI gets an admin one in CONVERGE_TOKEN, and raw HTTP calls
+    send `headers`. With `tls` the engine serves HTTPS with the certificate of `converge engine init` and
+    the CLI trusts its CA (CONVERGE_CA); without, plain HTTP on loopback, for tests about something else.
+    """
+
+    def __init__(self, broker_url: str, workdir: Path, store_url: str, *, tls: bool = False) -> None:
         self.workdir = workdir
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.env = dict(os.environ)
+        self.tls = tls
+        self.token: str | None = None
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(SECURITY_VARIABLES)}
         port = free_port()
         self.env.update(
             CONVERGE_BROKER_URL=broker_url,
             CONVERGE_STORE_URL=store_url,
             CONVERGE_API_BIND=f"127.0.0.1:{port}",
-            CONVERGE_URL=f"http://127.0.0.1:{port}",
+            CONVERGE_URL=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
+            CONVERGE_HOME=str(workdir / "engine-home"),
             CONVERGE_PLAN_TIMEOUT_S="20",
             # never a developer's own ~/.config/converge/agent.toml
             CONVERGE_AGENT_CONFIG=str(workdir / "agent.toml"),
             CONVERGE_AGENT_STATE_DIR=str(workdir / "agent-state"),
         )
+        if not tls:
+            self.env["CONVERGE_INSECURE_HTTP"] = "1"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.redis = redis.Redis.from_url(broker_url)
 
@@ -94,7 +106,26 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The admin token's header, for calls made without the CLI."""
+        assert self.token, "start the engine first: it makes the token"
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def init_engine(self) -> dict[str, Any]:
+        """`converge engine init --json`: the CA, the certificate and the first admin token, used from now on."""
+        result = self.cli("engine", "init", "--json")
+        assert result.returncode == 0, result.stderr
+        made: dict[str, Any] = json.loads(result.stdout)
+        if made["token"]:
+            self.token = self.env["CONVERGE_TOKEN"] = made["token"]
+        if self.tls:
+            self.env["CONVERGE_CA"] = made["ca"]
+        return made
+
     def start_engine(self) -> None:
+        if self.token is None:
+            self.init_engine()
         self._spawn("engine", [sys.executable, "-m", "engine", "engine", "run"])
         wait_for(lambda: self.cli("workflows", "list", "--json").returncode == 0, 30, "the engine")
 
@@ -158,6 +189,19 @@ def cluster(redis_server: LocalRedis, tmp_path: Path) -> Iterator[Cluster]:
     client.flushall()
     client.close()
     c = Cluster(redis_server.url, tmp_path, f"sqlite:///{tmp_path / 'converge.db'}")
+    c.start_engine()
+    yield c
+    c.stop_all()
+    c.redis.close()
+
+
+@pytest.fixture
+def tls_cluster(redis_server: LocalRedis, tmp_path: Path) -> Iterator[Cluster]:
+    """As `cluster`, with the engine serving HTTPS and the CLI trusting its CA."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    c = Cluster(redis_server.url, tmp_path, f"sqlite:///{tmp_path / 'converge.db'}", tls=True)
     c.start_engine()
     yield c
     c.stop_all()

@@ -110,7 +110,9 @@ def test_the_engine_refuses_bad_input_sent_past_the_cli(cluster: Cluster, case: 
     content = CASES[case][0].decode("utf-8", errors="replace") if case != "not_utf8" else "\ufffd: [\n"
 
     response = httpx.post(
-        cluster.env["CONVERGE_URL"] + "/v1/workflows", json={"source": content, "filename": "sent.yaml"}
+        cluster.env["CONVERGE_URL"] + "/v1/workflows",
+        json={"source": content, "filename": "sent.yaml"},
+        headers=cluster.headers,
     )
 
     assert response.status_code == 422
