@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any
 
 import click
@@ -13,6 +15,7 @@ from agents import config, worker
 from common import cli as common_cli
 from common import names
 from common.errors import BadInput
+from common.settings import redact
 
 # Every Converge error (settings errors included) becomes its message and exit code: no traceback.
 handle_errors = common_cli.handle_errors("converge-agent")
@@ -34,7 +37,12 @@ def main() -> None:
 @click.option("--id", "agent_id", default=None, help="This agent's id (default: HOSTNAME-ROLE[-ROLE...]).")
 @click.option("--throttle", type=int, default=None, help="Most steps run at once (default 20).")
 # No click envvar: the settings read CONVERGE_BROKER_URL themselves, so `config show` can say "env".
-@click.option("--broker-url", default=None, help="Redis URL (default: $CONVERGE_BROKER_URL).")
+@click.option(
+    "--broker-url",
+    default=None,
+    help="Redis URL (default: $CONVERGE_BROKER_URL, else the file). A password here shows in `ps` until "
+    "the agent moves it to its environment: prefer CONVERGE_BROKER_URL or the configuration file.",
+)
 @click.option("--loglevel", default=None, help="Log level (INFO, DEBUG...).")
 @click.option(
     "--task-events/--no-task-events", default=None, help="Send Celery task events for Flower (default: on)."
@@ -51,6 +59,9 @@ def run_cmd(
     """Run the agent: consume the queues of ROLE and of this agent until stopped."""
     options = {"roles": list(roles) or None, "id": agent_id, "throttle": throttle, "broker_url": broker_url}
     options |= {"loglevel": loglevel, "task_events": task_events}
+    if broker_url is not None:
+        config.load(options)  # a bad URL is refused here, naming --broker-url
+        _move_to_environment("--broker-url", config.env_name("broker_url"), broker_url)
     settings = _load(options).settings
     if not settings.roles:
         raise BadInput("no role: pass --role ROLE, or set one with `converge-agent config set roles=ROLE`")
@@ -75,14 +86,17 @@ def config_show(as_json: bool) -> None:
     resolved = _load()
     values = resolved.settings.model_dump(mode="json")
     if as_json:
-        settings = {key: {"value": values[key], "source": resolved.sources[key]} for key in config.KEYS}
+        settings = {
+            key: {"value": _secret_free(key, values[key]), "source": resolved.sources[key]}
+            for key in config.KEYS
+        }
         click.echo(json.dumps({"settings": settings, "file": str(resolved.file)}, indent=2))
         return
     table = Table(title=f"agent configuration ({resolved.file})")
     for column in ("key", "value", "source"):
         table.add_column(column)
     for key in config.KEYS:
-        table.add_row(key, _show(values[key]), resolved.sources[key])
+        table.add_row(key, _show(key, values[key]), resolved.sources[key])
     Console().print(table)
 
 
@@ -94,11 +108,12 @@ def config_set(pairs: tuple[str, ...]) -> None:
     changes = config.set_values(pairs)
     overridden = config.env_values()
     for change in changes:
-        old = "unset" if change.old is None else _show(change.old)
-        click.echo(f"{change.key}: {old} -> {_show(change.new)}")
+        old = "unset" if change.old is None else _show(change.key, change.old)
+        click.echo(f"{change.key}: {old} -> {_show(change.key, change.new)}")
         if change.key in overridden:
             env = config.env_name(change.key)
-            click.echo(f"  note: {env}={overridden[change.key]} overrides it while set in the environment")
+            shown = _show(change.key, overridden[change.key])
+            click.echo(f"  note: {env}={shown} overrides it while set in the environment")
     click.echo(f"wrote {config.config_path()}")
 
 
@@ -121,5 +136,37 @@ def _load(options: dict[str, Any] | None = None) -> config.Resolved:
     return resolved
 
 
-def _show(value: Any) -> str:
+def _move_to_environment(option: str, env: str, value: str) -> None:
+    """Run this command again with `option`'s value in the variable `env` instead of the command line.
+
+    Any user of the host can read a command line (`ps`), and the agent's Celery processes inherit it; only
+    the agent's own user and root can read its environment. Nothing to do when `option` is not in this
+    process's arguments (the command was called from Python).
+    """
+    argv = _without(option, sys.orig_argv)
+    if argv == sys.orig_argv:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, {**os.environ, env: value})
+
+
+def _without(option: str, argv: list[str]) -> list[str]:
+    """`argv` less `option VALUE` and `option=VALUE`."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if not skip and arg != option and not arg.startswith(option + "="):
+            kept.append(arg)
+        skip = not skip and arg == option
+    return kept
+
+
+def _secret_free(key: str, value: Any) -> Any:
+    """`value` as it may be shown: a URL without its password."""
+    return redact(value) if key.endswith("_url") and isinstance(value, str) else value
+
+
+def _show(key: str, value: Any) -> str:
+    value = _secret_free(key, value)
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)

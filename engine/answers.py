@@ -15,7 +15,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 from pydantic import AfterValidator
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
@@ -73,6 +73,7 @@ def install(api: FastAPI, settings: Settings) -> None:
 
     @api.exception_handler(redis.RedisError)
     @api.exception_handler(OperationalError)
+    @api.exception_handler(BatchPublishError)  # kombu's, when Redis goes while a batch is being published
     def redis_down(_: Request, exc: Exception) -> JSONResponse:
         return answer(503, f"the engine cannot reach Redis at {redis_at} ({exc}): try again once it is back")
 
