@@ -101,6 +101,9 @@ class AgentSettings(BaseSettings):
     # The folders the built-in kinds may act under (workflows.kinds.paths): a path outside them, or one that
     # leads out of them through a symlink, is refused. `/` keeps what agents did before the setting existed.
     allowed_paths: list[AllowedPath] = Field(default_factory=lambda: [Path("/")], min_length=1)
+    # The engine's public signing key (PEM; the engine writes it to CONVERGE_HOME/keys/signing.pub): the agent
+    # runs only the steps whose signature verifies against it. Without it the agent does not start.
+    engine_key: Path | None = None
     # Celery task events, so that Flower sees every step. They cost a few publishes per step; an agent
     # that nobody watches with Flower can turn them off (Flower turns them back on when it runs).
     task_events: bool = True

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents.config import AgentSettings, ConfigError
 from agents.connection import fail_fast
@@ -21,6 +22,7 @@ from agents.identity import claim, new_token
 from agents.outbox import Outbox
 from agents.reporter import Reporter
 from agents.runner import StepRunner
+from agents.verify import Gate, load_engine_key
 from common import names
 from common.celery_app import make_app, queue
 from common.errors import Unreachable
@@ -55,7 +57,9 @@ def open_outbox(settings: AgentSettings) -> Outbox:
         ) from exc
 
 
-def build_app(settings: AgentSettings, reporter: Reporter, link: Link) -> Celery:
+def build_app(
+    settings: AgentSettings, reporter: Reporter, link: Link, engine_key: Ed25519PublicKey
+) -> Celery:
     """The agent's Celery app with the step task bound to this agent's runner."""
     app = make_app(
         settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s, agent_id=settings.id
@@ -72,9 +76,12 @@ def build_app(settings: AgentSettings, reporter: Reporter, link: Link) -> Celery
         allowed_paths=settings.allowed_paths,
     )
 
+    gate = Gate(engine_key, settings.id)
+
     @app.task(name=names.STEP_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def step(**fields: Any) -> None:
-        runner.run(StepMessage.model_validate(fields))
+        if gate.admits(fields, reporter.client):
+            runner.run(StepMessage.model_validate(fields))
 
     app.conf.task_queues = [queue(q) for q in queues_for(settings)]
     app.conf.worker_consumer = "agents.consumer:Consumer"  # junk Celery cannot use: counted and dropped
@@ -85,6 +92,7 @@ def build_app(settings: AgentSettings, reporter: Reporter, link: Link) -> Celery
 
 def run(settings: AgentSettings) -> None:
     """Run the agent until it is stopped (SIGTERM or Ctrl-C). Raises Unreachable if Redis is not there."""
+    engine_key = load_engine_key(settings.engine_key)  # BadInput before anything is claimed
     client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=5)
     info = agent_info(settings, converge_version())
     token = new_token(info.host, info.pid)
@@ -100,7 +108,7 @@ def run(settings: AgentSettings) -> None:
     link = Link(settings.max_connection_failures)
     holder = names.lease_holder(settings.id, token)
     reporter = Reporter(settings.broker_url, settings.id, open_outbox(settings), holder)
-    app = build_app(settings, reporter, link)
+    app = build_app(settings, reporter, link, engine_key)
     elector = Elector(
         Election(
             fail_fast(settings.broker_url, settings.heartbeat_interval_s),

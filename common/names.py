@@ -41,6 +41,11 @@ def agent_alive_key(agent_id: str) -> str:
     return f"converge:agent:{agent_id}:alive"
 
 
+def agent_refused_key(agent_id: str) -> str:
+    """A hash counting, by reason, the deliveries an agent refused to run (unsigned, forged)."""
+    return f"converge:agent:{agent_id}:refused"
+
+
 def plan_reply_key(plan_id: str) -> str:
     """The list where agents push the observations of a `plan` (check-mode) request."""
     return f"converge:plan:{plan_id}"

@@ -53,6 +53,7 @@ def agent_keys(agent_id: str, roles: list[str]) -> list[str]:
     """The key patterns an agent's user may read and write (its commands: CATEGORIES; channels: any)."""
     keys = [
         names.agent_alive_key(agent_id),
+        names.agent_refused_key(agent_id),
         names.AGENTS_HASH,
         "converge:claim:*",
         "converge:cancel:*",

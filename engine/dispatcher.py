@@ -14,9 +14,10 @@ from collections.abc import Iterable
 
 import redis
 from celery import Celery
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kombu.exceptions import OperationalError
 
-from common import names
+from common import names, signing
 from common.models import StepMessage
 
 log = logging.getLogger("converge.engine")
@@ -36,8 +37,12 @@ class Dispatcher:
     before any agent has declared it, and wait there for one.
     """
 
-    def __init__(self, app: Celery, client: redis.Redis, attempt_ttl_s: float) -> None:
+    def __init__(
+        self, app: Celery, client: redis.Redis, attempt_ttl_s: float, signer: Ed25519PrivateKey | None = None
+    ) -> None:
         self.app = app
+        # Signs every step message (common.signing): agents run only what verifies against its public key.
+        self.signer = signer
         self.client = client
         self.attempt_ttl_s = attempt_ttl_s
         self._lock = threading.Lock()
@@ -60,6 +65,8 @@ class Dispatcher:
                 kwargs = message.model_dump(mode="json", exclude_none=True)
                 if message.role in epochs and not message.scope:
                     kwargs["epoch"] = epochs[message.role]
+                if self.signer is not None:
+                    kwargs = signing.sign(self.signer, kwargs)
                 self.app.send_task(
                     names.STEP_TASK,
                     kwargs=kwargs,

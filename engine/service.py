@@ -5,11 +5,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import redis
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from common import signing
 from common.celery_app import make_app
 from common.errors import BadInput, Unreachable
 from common.settings import Settings, redact, split_bind
@@ -21,6 +24,10 @@ from engine.ingest import Ingester
 from engine.tls import TlsFiles
 from engine.watchdog import Watchdog
 from workflows.registry import default_registry
+
+# Under the engine's home (CONVERGE_HOME): the key that signs step messages, and its public half.
+SIGNING_KEY = Path("keys/signing.key")
+SIGNING_PUBLIC = Path("keys/signing.pub")
 
 log = logging.getLogger("converge.engine")
 
@@ -41,8 +48,20 @@ def build(settings: Settings) -> Engine:
     store = open_store(settings.store_url)
     client = connect_redis(settings.broker_url)
     app = make_app(settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s)
-    dispatcher = Dispatcher(app, client, attempt_ttl_s=settings.visibility_timeout_s)
+    dispatcher = Dispatcher(
+        app, client, attempt_ttl_s=settings.visibility_timeout_s, signer=signing_key(settings.home)
+    )
     return Engine(settings, store, client, dispatcher, default_registry())
+
+
+def signing_key(home: Path) -> Ed25519PrivateKey:
+    """The engine's key for signing step messages, made on first use under `home`; its public half is
+    written beside it (signing.pub) for the agents' `engine_key` setting."""
+    key = signing.load_or_create(home / SIGNING_KEY)
+    public = home / SIGNING_PUBLIC
+    if not public.exists():
+        public.write_text(signing.public_pem(key))
+    return key
 
 
 def serving(settings: Settings, host: str) -> dict[str, Any]:

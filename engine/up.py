@@ -21,6 +21,7 @@ from common.models import WorkflowState
 from common.store import open_store
 from engine import auth, render
 from engine.client import EngineClient
+from engine.service import SIGNING_PUBLIC, signing_key
 from workflows.registry import default_registry
 from workflows.spec import load_file
 
@@ -75,11 +76,13 @@ def up(file: str | None, home: Path, *, once: bool, timeout_s: float) -> int:
             CONVERGE_STORE_URL=f"sqlite:///{home / 'converge.db'}",
             CONVERGE_API_BIND=f"127.0.0.1:{free_port()}",
             CONVERGE_AGENT_STATE_DIR=str(home / "agents"),
+            CONVERGE_AGENT_ENGINE_KEY=str(home / SIGNING_PUBLIC),
             CONVERGE_HOME=str(home),
             CONVERGE_INSECURE_HTTP="1",  # the engine listens on loopback only
         )
         env["CONVERGE_URL"] = f"http://{env['CONVERGE_API_BIND']}"
         token = _own_token(env["CONVERGE_STORE_URL"])
+        signing_key(home)  # before the agents start, which read its public half
         client = EngineClient(env["CONVERGE_URL"], token)
         render.errors.print(
             f"starting the engine and {len(roles)} agent(s) ({', '.join(roles)}) under {home}"

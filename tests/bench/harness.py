@@ -107,6 +107,7 @@ class Stack:
             CONVERGE_URL=f"https://127.0.0.1:{port}",
             CONVERGE_HOME=str(self.workdir / "engine-home"),
             CONVERGE_AGENT_STATE_DIR=str(self.workdir / "agent-state"),
+            CONVERGE_AGENT_ENGINE_KEY=str(self.workdir / "engine-home" / "keys" / "signing.pub"),
             BENCH_BROKER_URL=self.redis_server.url,
             PYTHONPATH=str(REPO_ROOT),
         )

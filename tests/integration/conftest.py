@@ -20,11 +20,18 @@ from typing import Any
 import pytest
 import redis
 
+from common import signing
 from common.localredis import LocalRedis, free_port
 
 PG_URL = os.environ.get("CONVERGE_TEST_POSTGRES_URL")
 # A developer's own token and trust settings must not leak into the clusters the tests start.
-SECURITY_VARIABLES = ("CONVERGE_TOKEN", "CONVERGE_CA", "CONVERGE_INSECURE_HTTP", "CONVERGE_HOME")
+SECURITY_VARIABLES = (
+    "CONVERGE_TOKEN",
+    "CONVERGE_CA",
+    "CONVERGE_INSECURE_HTTP",
+    "CONVERGE_HOME",
+    "CONVERGE_AGENT_ENGINE_KEY",
+)
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
@@ -92,6 +99,8 @@ class Cluster:
             # never a developer's own ~/.config/converge/agent.toml
             CONVERGE_AGENT_CONFIG=str(workdir / "agent.toml"),
             CONVERGE_AGENT_STATE_DIR=str(workdir / "agent-state"),
+            # written by the engine when it starts, before any agent does
+            CONVERGE_AGENT_ENGINE_KEY=str(workdir / "engine-home" / "keys" / "signing.pub"),
         )
         if not tls:
             self.env["CONVERGE_INSECURE_HTTP"] = "1"
@@ -175,6 +184,11 @@ class Cluster:
         document: dict[str, Any] = json.loads(result.stdout)
         document["exit_code"] = result.returncode
         return document
+
+    def signed(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A step message signed as the engine signs it, with its key (under CONVERGE_HOME)."""
+        key = signing.load_or_create(Path(self.env["CONVERGE_HOME"]) / "keys" / "signing.key")
+        return signing.sign(key, fields)
 
     def write(self, name: str, text: str) -> Path:
         path = self.workdir / name

@@ -96,7 +96,8 @@ def test_a_redelivered_or_stale_step_message_is_dropped_by_the_agent(
             "spec": {"run": f"echo run >> {log}", "creates": str(tmp_path / "never")},
         }
         queue = names.role_queue("work")
-        app.send_task(names.STEP_TASK, kwargs=message, queue=queue, exchange="", routing_key=queue)
+        signed = cluster.signed(message)  # as the engine sent it
+        app.send_task(names.STEP_TASK, kwargs=signed, queue=queue, exchange="", routing_key=queue)
     wait_for(
         lambda: cluster.redis.llen(names.role_queue("work")) == 0, 20, "the agent to take both deliveries"
     )

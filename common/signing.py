@@ -1,0 +1,79 @@
+"""Ed25519 signatures over JSON documents: the engine signs the steps it sends, and agents run only those.
+
+What is signed is the document's canonical form: its JSON with sorted keys and no spaces, without the
+`sig` field that carries the signature (base64). A document that was changed, re-encoded differently, or
+signed by another key does not verify. Replay of a whole, valid message is not refused here: each step
+attempt can be claimed once (agents.reporter), so a replayed delivery is dropped there.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+SIG = "sig"
+
+
+def canonical(document: dict[str, Any]) -> bytes:
+    """The bytes a signature covers: the document without its signature, as canonical JSON."""
+    unsigned = {key: value for key, value in document.items() if key != SIG}
+    return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign(key: Ed25519PrivateKey, document: dict[str, Any]) -> dict[str, Any]:
+    """The document with its signature in `sig`."""
+    signature = key.sign(canonical(document))
+    return {**document, SIG: base64.b64encode(signature).decode()}
+
+
+def verify(key: Ed25519PublicKey, document: dict[str, Any]) -> str | None:
+    """None if the document carries a valid signature by `key`; else what is wrong with it."""
+    signature = document.get(SIG)
+    if not isinstance(signature, str):
+        return "it is not signed"
+    try:
+        key.verify(base64.b64decode(signature, validate=True), canonical(document))
+    except (InvalidSignature, binascii.Error, ValueError):
+        return "its signature does not verify against the engine's key"
+    return None
+
+
+def load_or_create(path: Path) -> Ed25519PrivateKey:
+    """The private key kept at `path` (PEM, readable by its owner only), made on first use."""
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} does not hold an Ed25519 private key")
+        return key
+    key = Ed25519PrivateKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return key
+
+
+def public_pem(key: Ed25519PrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def load_public(pem: str | bytes) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return key
