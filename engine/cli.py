@@ -119,21 +119,36 @@ def engine_run(
 def engine_init(
     san: tuple[str, ...], force: bool, store_url: str | None, home: str | None, as_json: bool
 ) -> None:
-    """Make the CA, the server certificate and a first admin token; print the CA's fingerprint."""
+    """Make the CA, the server certificate, the key that signs steps and a first admin token; print the
+    CA's fingerprint and where the agents' `engine_key` is."""
     from engine import auth, tls
+    from engine.service import SIGNING_PUBLIC, signing_key
 
     settings = load_settings(store_url=store_url, home=home)
     files = tls.TlsFiles.under(settings.home)
     fingerprint = tls.init(files, list(san), force=force)
+    signing_key(settings.home)
+    engine_key = (settings.home / SIGNING_PUBLIC).resolve()
     with opened_store(settings.store_url) as store:
         token = auth.first_token(store)
     if as_json:
-        render.emit_json({"fingerprint": fingerprint, "ca": str(files.ca_cert.resolve()), "token": token})
+        render.emit_json(
+            {
+                "fingerprint": fingerprint,
+                "ca": str(files.ca_cert.resolve()),
+                "token": token,
+                "engine_key": str(engine_key),
+            }
+        )
         return
     click.echo(f"CA certificate: {files.ca_cert.resolve()}\nCA fingerprint (SHA-256): {fingerprint}")
     if token:
         click.echo(f"admin token (shown once): {token}\n  export CONVERGE_TOKEN={token}")
     click.echo(f"clients trust the engine with CONVERGE_CA={files.ca_cert.resolve()} or the fingerprint")
+    click.echo(
+        f"agents run only steps signed by this engine: copy {engine_key} to each agent host and set it"
+    )
+    click.echo("  converge-agent config set engine_key=PATH")
 
 
 @main.group()
