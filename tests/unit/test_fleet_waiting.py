@@ -42,6 +42,17 @@ def step(
     )
 
 
+def running(*steps: StepView) -> WorkflowView:
+    return WorkflowView(
+        id="wf",
+        name="n",
+        state=WorkflowState.RUNNING,
+        created_at=datetime.now(UTC),
+        finished_at=None,
+        steps=list(steps),
+    )
+
+
 def test_a_role_that_a_live_agent_serves_gives_no_warning() -> None:
     assert unserved([("web", None), ("web", None)], [agent("w1", "web")]) == []
 
@@ -63,18 +74,11 @@ def test_a_scoped_step_warns_when_its_agent_is_not_alive_even_if_its_role_has_ag
 
 
 def test_queued_steps_of_a_role_without_a_live_agent_say_they_wait_for_one() -> None:
-    view = WorkflowView(
-        id="wf",
-        name="n",
-        state=WorkflowState.RUNNING,
-        created_at=datetime.now(UTC),
-        finished_at=None,
-        steps=[
-            step("a", "web", StepState.QUEUED),
-            step("b", "db", StepState.QUEUED),
-            step("c", "db", StepState.QUEUED, "worker lost"),
-            step("d", "db", StepState.PENDING),
-        ],
+    view = running(
+        step("a", "web", StepState.QUEUED),
+        step("b", "db", StepState.QUEUED),
+        step("c", "db", StepState.QUEUED, "worker lost"),
+        step("d", "db", StepState.PENDING),
     )
 
     steps = note_waiting(view, [agent("w1", "web")]).steps or []
@@ -88,16 +92,8 @@ def test_queued_steps_of_a_role_without_a_live_agent_say_they_wait_for_one() -> 
 
 
 def test_a_queued_step_pinned_to_an_agent_that_is_not_alive_says_the_engine_holds_it() -> None:
-    view = WorkflowView(
-        id="wf",
-        name="n",
-        state=WorkflowState.RUNNING,
-        created_at=datetime.now(UTC),
-        finished_at=None,
-        steps=[
-            step("a", "web", StepState.QUEUED, scope="w1"),
-            step("b", "web", StepState.QUEUED, scope="w2"),
-        ],
+    view = running(
+        step("a", "web", StepState.QUEUED, scope="w1"), step("b", "web", StepState.QUEUED, scope="w2")
     )
 
     steps = note_waiting(view, [agent("w1", "web")]).steps or []
