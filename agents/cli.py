@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agents import config, worker
+from agents import config, enroll, worker
 from common import cli as common_cli
 from common import names
 from common.errors import BadInput
@@ -70,6 +70,8 @@ def run_cmd(
             raise BadInput(
                 f"invalid role or id {name!r}: use letters, digits, '.', '_' and '-' (they name queues)"
             )
+    if enroll.wanted(settings):  # a host the operator does not fully trust: admitted first
+        settings = enroll.admitted(settings)
     worker.run(settings)
 
 
@@ -163,7 +165,9 @@ def _without(option: str, argv: list[str]) -> list[str]:
 
 
 def _secret_free(key: str, value: Any) -> Any:
-    """`value` as it may be shown: a URL without its password."""
+    """`value` as it may be shown: a URL without its password, a secret (the agent's token) as `***`."""
+    if key in config.SECRETS and value:
+        return "***"
     return redact(value) if key.endswith("_url") and isinstance(value, str) else value
 
 

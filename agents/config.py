@@ -31,7 +31,7 @@ from pydantic_settings import (
 from agents.identity import default_id
 from common import defaults
 from common.errors import BadInput
-from common.settings import BrokerUrl, redact
+from common.settings import BrokerUrl, check_engine_url, redact
 
 Source = Literal["default", "file", "policy", "env", "option"]
 # Lowest to highest. `policy` (settings set centrally on the engine for every agent of a role, the seed's
@@ -60,6 +60,12 @@ def _allowed_path(path: Path) -> Path:
 
 
 AllowedPath = Annotated[Path, AfterValidator(_allowed_path)]
+# Settings whose values are secrets: `config show` and `config set` print `***` for them.
+SECRETS = frozenset({"api_token"})
+
+
+def _engine_url(url: str) -> str:
+    return check_engine_url(url) if url else url
 
 
 def config_path() -> Path:
@@ -104,6 +110,12 @@ class AgentSettings(BaseSettings):
     # The engine's public signing key (PEM; the engine writes it to CONVERGE_HOME/keys/signing.pub): the agent
     # runs only the steps whose signature verifies against it. Without it the agent does not start.
     engine_key: Path | None = None
+    # The engine's API (https://HOST:PORT), the CA its certificate is checked against, and this agent's own
+    # token (role `agent`, named after its id): how a step fetches the credentials its resource lists. The
+    # token is a secret: `config show` masks it.
+    engine_url: Annotated[str, AfterValidator(_engine_url)] = ""
+    engine_ca: Path | None = None
+    api_token: str = ""
     # Celery task events, so that Flower sees every step. They cost a few publishes per step; an agent
     # that nobody watches with Flower can turn them off (Flower turns them back on when it runs).
     task_events: bool = True

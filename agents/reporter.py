@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from agents.connection import fail_fast
+from agents.engine_api import EngineApi, EngineApiError
 from common import names
 from common.models import CheckResult, StepMessage
 from workflows.context import EVERYWHERE, StepStopped
+from workflows.registry import StepError
 
 if TYPE_CHECKING:
     from agents.control import StepControl
@@ -74,10 +76,19 @@ class Reporter:
     process sends it again later. Progress reports are only worth sending now, and are not kept.
     """
 
-    def __init__(self, broker_url: str, agent_id: str, outbox: Outbox, lease_holder: str = "") -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        agent_id: str,
+        outbox: Outbox,
+        lease_holder: str = "",
+        engine: EngineApi | None = None,
+    ) -> None:
         self.broker_url = broker_url
         self.agent_id = agent_id
         self.outbox = outbox
+        # The engine's API, where steps fetch their credentials; None: this agent was given no token.
+        self.engine = engine
         # This agent's value in a role's lease; "" runs role steps without asking who leads the role.
         self.lease_holder = lease_holder
         self._client: redis.Redis | None = None
@@ -237,3 +248,25 @@ class StepProgress:
 
     def log(self, message: str) -> None:
         logging.getLogger("converge.step").info("%s: %s", self.message.step_id, message)
+
+    def credential(self, name: str) -> str:
+        """Fetched from the engine for this attempt and epoch; only while the step runs, not in a plan."""
+        step = self.message
+        if name not in step.credentials:
+            raise StepError(
+                f"credential {name!r} is not in the `credentials` list of {step.resource}: add it there",
+                retryable=False,
+            )
+        if self.control is None:
+            raise StepError(f"credential {name!r}: a plan fetches no credential, only a running step does")
+        engine = self.reporter.engine
+        if engine is None:
+            raise StepError(
+                f"credential {name!r}: agent {self.agent_id} cannot fetch credentials: set its engine_url "
+                "and api_token (`converge-agent config set`)",
+                retryable=False,
+            )
+        try:
+            return engine.credential(name, step.step_id, step.attempt, step.epoch)
+        except EngineApiError as exc:
+            raise StepError(f"credential {name!r}: {exc}", retryable=exc.retryable) from None

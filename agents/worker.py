@@ -17,6 +17,7 @@ from agents.connection import fail_fast
 from agents.courier import Courier
 from agents.election import Election
 from agents.elector import Elector
+from agents.engine_api import EngineApi
 from agents.heartbeat import Heartbeat, Link, agent_info
 from agents.identity import claim, new_token
 from agents.outbox import Outbox
@@ -107,7 +108,9 @@ def run(settings: AgentSettings) -> None:
         client.close()
     link = Link(settings.max_connection_failures)
     holder = names.lease_holder(settings.id, token)
-    reporter = Reporter(settings.broker_url, settings.id, open_outbox(settings), holder)
+    reporter = Reporter(
+        settings.broker_url, settings.id, open_outbox(settings), holder, EngineApi.from_settings(settings)
+    )
     app = build_app(settings, reporter, link, engine_key)
     elector = Elector(
         Election(

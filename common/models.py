@@ -173,6 +173,7 @@ class AgentInfo(BaseModel):
 
 
 AgentState = Literal["active", "backup", "unavailable", "pending", "denied"]
+AdmissionState = Literal["pending", "admitted", "denied", "revoked"]
 
 
 class AgentView(BaseModel):
@@ -190,3 +191,40 @@ class AgentView(BaseModel):
     # The agent's effective settings, as it announced them (None from an engine older than these fields).
     throttle: int | None = None
     step_timeout_s: float | None = None
+    # The operator's decision on its enrollment (engine.admission); None for an agent that did not enroll
+    # (given its broker URL directly: the trusted path).
+    admission: AdmissionState | None = None
+
+
+class EnrollRequest(BaseModel):
+    """What an agent presents to enroll: its id and roles, its Ed25519 public key (PEM) and the facts it
+    gathered about its host (its capability document)."""
+
+    id: str = Field(max_length=64)
+    roles: list[str] = Field(min_length=1, max_length=32)
+    public_key: str = Field(max_length=1024)
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+
+
+class StatusRequest(BaseModel):
+    """An agent's "am I admitted?", signed with its key: the signature of `proof(id, at_ms)` (base64)."""
+
+    id: str = Field(max_length=64)
+    at_ms: int = Field(ge=0, lt=2**53)
+    signature: str = Field(max_length=200)
+
+    @staticmethod
+    def proof(agent_id: str, at_ms: int) -> bytes:
+        """What the agent signs: its id and the time, so that a captured request soon goes stale."""
+        return f"{agent_id}|{at_ms}".encode()
+
+
+class Admission(BaseModel):
+    """The engine's answer to an agent about its enrollment; once admitted, the credentials it runs with:
+    its broker URL (its own Redis user), its API token, and the engine's public key for signed steps."""
+
+    state: AdmissionState
+    message: str = ""
+    broker_url: str | None = None
+    api_token: str | None = None
+    engine_key: str | None = None

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     broker_url: BrokerUrl = "redis://127.0.0.1:6379/0"
+    # Redis as the agents the engine admits reach it (another address than the engine's, behind a NAT...);
+    # each gets its own user there. Empty: the engine's broker_url. Its credentials are never handed out.
+    # Not `agent_broker_url`: its variable would be CONVERGE_AGENT_BROKER_URL, the agents' own broker_url.
+    agents_broker_url: str = ""
     store_url: str = "sqlite:///./.converge/converge.db"
     url: str = "http://127.0.0.1:8765"
     api_bind: str = "127.0.0.1:8765"
@@ -118,6 +122,9 @@ class Settings(BaseSettings):
     token: str | None = None
     # The engine's folder: its CA, its server certificate and their keys (`converge engine init`).
     home: Path = Path(".converge")
+    # The key that encrypts the vault's credentials (engine.vault); empty: keys/vault.key under `home`. Kept
+    # out of the store, so that a copy of the store reveals no credential.
+    vault_key_file: Path | None = None
     # What the CLI trusts for the engine's HTTPS: the CA file, or the CA's SHA-256 fingerprint, or both.
     ca: Path | None = None
     ca_fingerprint: str | None = None
@@ -136,6 +143,11 @@ class Settings(BaseSettings):
     # How often the engine's watchdog looks for timeouts, due retries and stopped agents.
     watchdog_interval_s: float = Field(default=0.5, gt=0)
     log_level: str = "INFO"
+
+    @field_validator("agents_broker_url")
+    @classmethod
+    def _agents_broker_url(cls, url: str) -> str:
+        return check_broker_url(url) if url else url
 
     @field_validator("store_url")
     @classmethod

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from common.errors import NotFound
 from common.models import AgentView, WorkflowState, WorkflowView
-from engine import answers, deadletters
+from engine import admission, answers, deadletters, vault
 from engine.answers import UnicodeText
 from engine.auth import Authenticator, Guard
 from engine.core import Engine
@@ -38,11 +38,12 @@ def create_api(engine: Engine) -> FastAPI:
     api = FastAPI(title="Converge engine", version="1", docs_url=None, redoc_url=None, openapi_url=None)
 
     answers.install(api, engine.settings)
-    api.add_middleware(
-        Guard, authenticator=Authenticator(engine.store), max_body_bytes=engine.settings.max_body_bytes
-    )
+    authenticator = Authenticator(engine.store)
+    api.add_middleware(Guard, authenticator=authenticator, max_body_bytes=engine.settings.max_body_bytes)
 
     _health_routes(api, engine)
+    vault.install_routes(api, engine, authenticator)
+    admission.install_routes(api, engine)
 
     @api.post("/v1/workflows", status_code=201)
     def submit(body: Submission) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def create_api(engine: Engine) -> FastAPI:
 
     @api.get("/v1/agents")
     def agents() -> list[AgentView]:
-        return list_agents(engine.client, engine.store.running_by_agent())
+        return list_agents(engine.client, engine.store.running_by_agent(), engine.store.enrollments())
 
     @api.delete("/v1/agents/{agent_id}")
     def forget_agent(agent_id: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from enum import IntEnum
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,13 +31,25 @@ TOKEN_PREFIX = "cvg_"
 # `last used` is written at most this often per token: a store write per request would cost throughput.
 TOUCH_EVERY_S = 60.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# Routes anyone may call: service managers probe health, and the CA certificate is public by nature.
-OPEN_ROUTES = {("GET", "/v1/health"), ("GET", "/v1/ca")}
+# Routes anyone may call: service managers probe health, the CA certificate is public by nature, and an
+# agent enrolls before it has a token (it proves its key instead: engine.admission).
+OPEN_ROUTES = {
+    ("GET", "/v1/health"),
+    ("GET", "/v1/ca"),
+    ("POST", "/v1/enroll"),
+    ("POST", "/v1/enroll/status"),
+}
+# Routes for agents only, each with its own token (role `agent`, named after the agent id): no operator
+# token may call them, and an agent token may call nothing else.
+AGENT_ROUTES = "/v1/agent/"
+# Where the guard leaves the caller's TokenRecord for the route: `request.state.caller`.
+CALLER = "caller"
 
 
 class Role(IntEnum):
     """What a token may do; each role may do everything the ones below it may."""
 
+    AGENT = 0  # an agent's own token, named after it: the agent routes and nothing else
     VIEWER = 1  # read: every GET
     OPERATOR = 2  # change workflows: apply, plan, cancel, retry, dead letters
     ADMIN = 3  # also what cannot be undone: prune history, forget agents
@@ -75,9 +88,12 @@ def required_role(method: str, path: str) -> Role | None:
     """The least role a request needs; None for the open routes. Anything unlisted needs a token."""
     if (method, path) in OPEN_ROUTES or (method == "HEAD" and ("GET", path) in OPEN_ROUTES):
         return None
+    if path.startswith(AGENT_ROUTES):
+        return Role.AGENT
     if method in ("GET", "HEAD"):
         return Role.VIEWER
-    if path == "/v1/history/prune" or (method == "DELETE" and path.startswith("/v1/agents/")):
+    # forget, admit, deny and revoke an agent: every change to one agent
+    if path == "/v1/history/prune" or path.startswith("/v1/agents/"):
         return Role.ADMIN
     return Role.OPERATOR
 
@@ -90,11 +106,20 @@ class Refusal(Exception):
         self.status, self.message, self.token_name = status, message, token_name
 
 
+RefusalWatcher = Callable[[str, str, Refusal], None]
+"""Told of each refused request: its method, its path and the refusal (engine.vault audits its own)."""
+
+
 class Authenticator:
     """Checks a request's bearer token against the store and the role its route needs."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.watchers: list[RefusalWatcher] = []
+
+    def refused(self, method: str, path: str, refusal: Refusal) -> None:
+        for watcher in self.watchers:
+            watcher(method, path, refusal)
 
     def check(self, authorization: str | None, needed: Role) -> TokenRecord:
         """The token's record if it may make the request, else raise Refusal."""
@@ -108,6 +133,9 @@ class Authenticator:
             raise Refusal(
                 401, "the token is unknown or revoked: ask an admin for one (`converge tokens create`)"
             )
+        agent_token, agent_route = record.role == Role.AGENT.name.lower(), needed is Role.AGENT
+        if agent_token != agent_route:
+            raise Refusal(403, _agent_mismatch(record.name, agent_route), record.name)
         if Role.named(record.role) < needed:
             raise Refusal(
                 403,
@@ -119,6 +147,12 @@ class Authenticator:
         if record.last_used_at is None or now - record.last_used_at > TOUCH_EVERY_S:
             self.store.touch_token(record.name, now)
         return record
+
+
+def _agent_mismatch(name: str, agent_route: bool) -> str:
+    if agent_route:
+        return f"the token {name!r} is not an agent's: only an agent's own token may call {AGENT_ROUTES}..."
+    return f"the token {name!r} is an agent's: it may call only {AGENT_ROUTES}..., use an operator's token"
 
 
 class Guard:
@@ -138,8 +172,11 @@ class Guard:
         needed = required_role(method, path)
         if needed is not None:
             try:
-                await run_in_threadpool(self.authenticator.check, headers.get("authorization"), needed)
+                record = await run_in_threadpool(
+                    self.authenticator.check, headers.get("authorization"), needed
+                )
             except Refusal as refusal:
+                await run_in_threadpool(self.authenticator.refused, method, path, refusal)
                 log.warning(
                     "refused %s %s (%d, token %s): %s",
                     method,
@@ -156,6 +193,7 @@ class Guard:
                 message = "the engine cannot check tokens: its store cannot be used; try again later"
                 await answer(503, message)(scope, receive, send)
                 return
+            scope.setdefault("state", {})[CALLER] = record  # a route's `request.state.caller`
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             await answer(413, self._too_large())(scope, receive, send)

@@ -121,13 +121,14 @@ def engine_init(
 ) -> None:
     """Make the CA, the server certificate, the key that signs steps and a first admin token; print the
     CA's fingerprint and where the agents' `engine_key` is."""
-    from engine import auth, tls
+    from engine import auth, tls, vault
     from engine.service import SIGNING_PUBLIC, signing_key
 
     settings = load_settings(store_url=store_url, home=home)
     files = tls.TlsFiles.under(settings.home)
     fingerprint = tls.init(files, list(san), force=force)
     signing_key(settings.home)
+    vault.load_or_create_key(vault.key_path(settings))
     engine_key = (settings.home / SIGNING_PUBLIC).resolve()
     with opened_store(settings.store_url) as store:
         token = auth.first_token(store)
@@ -399,7 +400,7 @@ def agents_list(as_json: bool, url: str | None) -> None:
 
 
 _AGENT_FIELDS = {"id", "roles", "state", "leader_of", "last_seen", "running", "host", "pid", "version"}
-_AGENT_FIELDS |= {"throttle", "step_timeout_s", "epochs"}
+_AGENT_FIELDS |= {"throttle", "step_timeout_s", "epochs", "admission"}
 
 
 @agents.command("forget")
@@ -497,3 +498,18 @@ def up(file: str | None, home: str, once: bool, timeout_s: float) -> None:
     from engine import up as embedded
 
     sys.exit(embedded.up(file, Path(home), once=once, timeout_s=timeout_s))
+
+
+def _add_commands() -> None:
+    """The command groups kept in modules of their own, which build on this one's options and decorators:
+    imported here, once this module is complete."""
+    from engine.cli_credentials import credentials
+
+    main.add_command(credentials)
+
+
+_add_commands()
+
+from engine.cli_admission import attach as attach_admission  # noqa: E402 -- it builds on this module too
+
+attach_admission(agents)

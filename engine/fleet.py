@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import redis
 from pydantic import ValidationError
@@ -12,25 +13,35 @@ from pydantic import ValidationError
 from common import names
 from common.errors import NotFound, Refused
 from common.models import AgentInfo, AgentState, AgentView, StepState, WorkflowView
+from common.store.interface import EnrollmentRecord
 
 log = logging.getLogger("converge.engine")
 
 
-def list_agents(client: redis.Redis, running: dict[str, int]) -> list[AgentView]:
-    """Every agent that ever announced itself: `active` while it leads a role, `backup` while it is alive
-    and leads none, `unavailable` once its heartbeat key has expired."""
+def list_agents(
+    client: redis.Redis, running: dict[str, int], enrollments: Iterable[EnrollmentRecord] = ()
+) -> list[AgentView]:
+    """Every agent that ever announced itself or enrolled: `active` while it leads a role, `backup` while it
+    is alive and leads none, `unavailable` once its heartbeat key has expired or it was revoked; `pending`
+    or `denied` while it waits for the operator, or was turned away (engine.admission)."""
     infos = read_agents(client)
-    infos.sort(key=lambda info: info.id)
     alive = alive_ids(client, {info.id for info in infos})
     led = leaders(client, sorted({role for info in infos for role in info.roles}))
-    views = []
+    decided = {record.id: record for record in enrollments}
+    views = {}
     for info in infos:
         epochs = {
             role: epoch for role, (agent, epoch) in led.items() if agent == info.id and role in info.roles
         }
         state: AgentState = "unavailable" if info.id not in alive else "active" if epochs else "backup"
-        views.append(_view(info, state, epochs, running.get(info.id, 0)))
-    return views
+        record = decided.get(info.id)
+        if record is not None and record.state == "revoked":
+            state, epochs = "unavailable", {}
+        views[info.id] = _view(info, state, epochs, running.get(info.id, 0), record)
+    for record in decided.values():
+        if record.id not in views:
+            views[record.id] = _enrolled_view(record)
+    return [views[agent_id] for agent_id in sorted(views)]
 
 
 def leaders(client: redis.Redis, roles: list[str]) -> dict[str, tuple[str | None, int]]:
@@ -47,7 +58,9 @@ def leaders(client: redis.Redis, roles: list[str]) -> dict[str, tuple[str | None
     }
 
 
-def _view(info: AgentInfo, state: AgentState, epochs: dict[str, int], running: int) -> AgentView:
+def _view(
+    info: AgentInfo, state: AgentState, epochs: dict[str, int], running: int, record: EnrollmentRecord | None
+) -> AgentView:
     return AgentView(
         id=info.id,
         roles=info.roles,
@@ -61,6 +74,25 @@ def _view(info: AgentInfo, state: AgentState, epochs: dict[str, int], running: i
         version=info.version,
         throttle=info.throttle,
         step_timeout_s=info.step_timeout_s,
+        admission=record.state if record else None,
+    )
+
+
+def _enrolled_view(record: EnrollmentRecord) -> AgentView:
+    """An agent that enrolled and never ran (it waits, or was turned away): what it told of itself."""
+    facts = record.capabilities
+    state: AgentState = record.state if record.state in ("pending", "denied") else "unavailable"
+    return AgentView(
+        id=record.id,
+        roles=record.roles,
+        state=state,
+        leader_of=[],
+        last_seen=datetime.fromtimestamp(record.last_seen_at, UTC),
+        running=0,
+        host=str(facts.get("hostname", "?")),
+        pid=0,
+        version=str(facts.get("converge_version", "?")),
+        admission=record.state,
     )
 
 

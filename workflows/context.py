@@ -1,13 +1,18 @@
-"""What a step sees while it runs: progress reporting and the processes to stop when it is cancelled."""
+"""What a step sees while it runs: progress reporting, the processes to stop when it is cancelled, and the
+credentials its resource lists."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 EVERYWHERE: tuple[Path, ...] = (Path("/"),)
 """Allowed paths that confine nothing: the default of an agent whose operator set none."""
+
+LISTED_CREDENTIALS = "credentials"
+"""The key under which the desired-state loader hands a spec model (in pydantic's validation context) the
+`credentials` list of its resource: a spec that names a credential checks it is listed."""
 
 
 class StepContext(Protocol):
@@ -43,13 +48,20 @@ class StepContext(Protocol):
     def attach(self, pgid: int) -> None:
         """A process group this step started: it is killed, children and all, if the step is stopped."""
 
+    def credential(self, name: str) -> str:
+        """The value of a credential the resource lists (`credentials: [NAME]`), fetched from the engine's
+        vault for this attempt only. Never log it, report it or put it in an error: raises StepError (not
+        retryable when the engine refused, retryable when it could not be reached), which holds no value."""
+        ...
+
 
 class StepStopped(Exception):
     """Raised inside a step that was cancelled or timed out; providers let it propagate."""
 
 
 class NullContext:
-    """A context that records progress in memory: for tests and for running a provider by hand."""
+    """A context that records progress in memory, with the credentials it is given: for tests and for running
+    a provider by hand."""
 
     def __init__(
         self,
@@ -57,8 +69,10 @@ class NullContext:
         agent_id: str = "local",
         epoch: int = 0,
         allowed_paths: Sequence[Path] = EVERYWHERE,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         self._step_id = step_id
+        self._credentials = dict(credentials or {})
         self._agent_id = agent_id
         self._epoch = epoch
         self._allowed_paths = tuple(allowed_paths)
@@ -90,3 +104,10 @@ class NullContext:
 
     def attach(self, pgid: int) -> None:
         self.groups.append(pgid)
+
+    def credential(self, name: str) -> str:
+        if name not in self._credentials:
+            from workflows.registry import StepError  # which imports this module
+
+            raise StepError(f"no credential {name!r} in this context", retryable=False)
+        return self._credentials[name]

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from common.errors import BadInput
 from common.names import valid_name
 from workflows import yamldoc
+from workflows.context import LISTED_CREDENTIALS
 from workflows.limits import LIMITS, Limits, TooLarge, too_deep, too_many_bytes, too_many_resources
 from workflows.registry import Registry
 from workflows.yamldoc import Loc, Position
@@ -368,8 +369,10 @@ def _check_resource(loc: Loc, item: dict[Any, Any], out: _Problems, registry: Re
         )
     spec = item.get("spec", {})
     if provider is not None and isinstance(spec, dict):
+        listed = item.get("credentials", [])
+        context = {LISTED_CREDENTIALS: listed} if isinstance(listed, list) else None
         try:
-            provider.spec_model.model_validate(spec)
+            provider.spec_model.model_validate(spec, context=context)
         except ValidationError as exc:
             out.add_validation((*loc, "spec"), exc, provider.spec_model)
     default_role = None if provider is None else provider.default_role

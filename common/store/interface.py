@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from common.models import StatusEvent, StepMessage, WorkflowState, WorkflowView
+from common.models import AdmissionState, StatusEvent, StepMessage, WorkflowState, WorkflowView
 
 if TYPE_CHECKING:
     from workflows.plan import WorkflowPlan
@@ -62,6 +62,56 @@ class TokenRecord:
     last_used_at: float | None
 
 
+@dataclass(frozen=True)
+class EnrollmentRecord:
+    """An agent's enrollment: the id and roles it asks for, the public key it proves them with, what it told
+    of its host, and the operator's decision (`pending`, `admitted`, `denied` or `revoked`)."""
+
+    id: str
+    roles: list[str]
+    public_key: str
+    capabilities: dict[str, Any]
+    state: AdmissionState
+    created_at: float
+    updated_at: float  # when its state last changed
+    last_seen_at: float  # its last enrollment or status request
+
+
+@dataclass(frozen=True)
+class CredentialRecord:
+    """A credential in the vault as `credentials list` shows it: its name and dates, never its value."""
+
+    name: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One credential handed out (`granted`) or refused, and to whom; name, step, attempt and epoch are
+    None for a request refused before its body was read (a token of the wrong kind)."""
+
+    at: float
+    agent: str
+    outcome: str
+    name: str | None = None
+    step_id: str | None = None
+    attempt: int | None = None
+    epoch: int | None = None
+    reason: str | None = None
+
+
+class StepHolder(NamedTuple):
+    """What the engine checks before it hands a running step a credential (engine.vault_rules)."""
+
+    id: str
+    state: str
+    agent: str | None
+    attempt: int
+    epoch: int
+    credentials: list[str]
+
+
 class Store(Protocol):
     def create_workflow(self, plan: WorkflowPlan, source: str) -> Created:
         """Persist a planned workflow, its first steps marked `queued`; unless a workflow converging to the
@@ -113,5 +163,38 @@ class Store(Protocol):
 
     def revoke_token(self, name: str) -> None:
         """Delete a token for good; raises NotFound if there is none of that name."""
+
+    def enroll(self, record: EnrollmentRecord) -> EnrollmentRecord:
+        """Store a new enrollment; an enrollment of that id with the same key is returned unchanged (an agent
+        may enroll again). One with another key raises Refused, unless it was revoked (a rebuilt host): then
+        the new one replaces it."""
+
+    def enrollment(self, agent_id: str) -> EnrollmentRecord | None: ...
+
+    def enrollments(self) -> list[EnrollmentRecord]: ...
+
+    def set_enrollment_state(self, agent_id: str, state: AdmissionState, now: float) -> None:
+        """Record the operator's decision; raises NotFound if the agent never enrolled."""
+
+    def saw_enrollment(self, agent_id: str, now: float) -> None:
+        """Record that the agent asked for its status (`agents list` shows when)."""
+
+    def put_credential(self, name: str, ciphertext: str, now: float) -> bool:
+        """Store a credential's encrypted value, replacing any; True if the name is new."""
+
+    def credential_ciphertext(self, name: str) -> str | None: ...
+
+    def credential_records(self) -> list[CredentialRecord]: ...
+
+    def delete_credential(self, name: str) -> None:
+        """Delete a credential for good; raises NotFound if there is none of that name."""
+
+    def step_holder(self, step_id: str) -> StepHolder | None: ...
+
+    def audit(self, entry: AuditEntry) -> None:
+        """Record a credential handed out or refused."""
+
+    def audit_entries(self, name: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """The newest audit entries first (of one credential when `name` is given)."""
 
     def close(self) -> None: ...

@@ -19,11 +19,35 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from common import lifecycle
 from common.errors import BadInput, NotFound, Refused, Unreachable
 from common.lifecycle import Verdict
-from common.models import FINISHED_WORKFLOW, StatusEvent, StepMessage, StepState, WorkflowState, WorkflowView
+from common.models import (
+    FINISHED_WORKFLOW,
+    AdmissionState,
+    StatusEvent,
+    StepMessage,
+    StepState,
+    WorkflowState,
+    WorkflowView,
+)
 from common.settings import redact
-from common.store.interface import Created, RecordResult, StaleStep, StopResult, TokenRecord
+from common.store.credentials import CredentialRows
+from common.store.interface import (
+    Created,
+    EnrollmentRecord,
+    RecordResult,
+    StaleStep,
+    StopResult,
+    TokenRecord,
+)
 from common.store.rows import message_from_row, row_from_plan, view_from_row
-from common.store.tables import ACTIVE_WORKFLOW, RUN_COLUMNS, metadata, steps, tokens, workflows
+from common.store.tables import (
+    ACTIVE_WORKFLOW,
+    RUN_COLUMNS,
+    enrollments,
+    metadata,
+    steps,
+    tokens,
+    workflows,
+)
 from common.store.upgrade import upgrade
 
 if TYPE_CHECKING:
@@ -95,8 +119,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class SqlStore:
-    """Workflows and steps in two tables; every change to a workflow happens in one transaction."""
+class SqlStore(CredentialRows):
+    """Workflows and steps in two tables; every change to a workflow happens in one transaction. The
+    vault's tables are CredentialRows'."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -468,8 +493,58 @@ class SqlStore:
             if conn.execute(tokens.delete().where(tokens.c.name == name)).rowcount == 0:
                 raise NotFound(f"no token named {name!r}: `converge tokens list` shows them")
 
+    # -- agents' enrollments ---------------------------------------------------------------------------
+
+    def enroll(self, record: EnrollmentRecord) -> EnrollmentRecord:
+        with self._write, self.engine.begin() as conn:
+            row = conn.execute(select(enrollments).where(enrollments.c.id == record.id)).mappings().first()
+            known = None if row is None else _enrollment(row)
+            if known is not None and known.public_key == record.public_key:
+                return known
+            if known is not None and known.state != "revoked":
+                raise Refused(
+                    f"agent {record.id!r} enrolled with another key, and this is not that agent: give it "
+                    f"another id, or, if its host was rebuilt, revoke the old one first (`converge agents "
+                    f"revoke {record.id}`) and enroll again"
+                )
+            if known is not None:  # a revoked agent's host, rebuilt: its new key waits for the operator
+                conn.execute(enrollments.delete().where(enrollments.c.id == record.id))
+            conn.execute(enrollments.insert().values(**_enrollment_row(record)))
+        return record
+
+    def enrollment(self, agent_id: str) -> EnrollmentRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(enrollments).where(enrollments.c.id == agent_id)).mappings().first()
+        return None if row is None else _enrollment(row)
+
+    def enrollments(self) -> list[EnrollmentRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(enrollments).order_by(enrollments.c.id)).mappings().all()
+        return [_enrollment(r) for r in rows]
+
+    def set_enrollment_state(self, agent_id: str, state: AdmissionState, now: float) -> None:
+        change = update(enrollments).where(enrollments.c.id == agent_id).values(state=state, updated_at=now)
+        with self._write, self.engine.begin() as conn:
+            if conn.execute(change).rowcount == 0:
+                raise NotFound(f"agent {agent_id!r} never enrolled: `converge agents list` shows who waits")
+
+    def saw_enrollment(self, agent_id: str, now: float) -> None:
+        with self._write, self.engine.begin() as conn:
+            conn.execute(update(enrollments).where(enrollments.c.id == agent_id).values(last_seen_at=now))
+
 
 _TOKEN_COLUMNS = [tokens.c.name, tokens.c.role, tokens.c.created_at, tokens.c.last_used_at]
+
+
+def _enrollment_row(record: EnrollmentRecord) -> dict[str, Any]:
+    row = asdict(record)
+    return row | {"roles": json.dumps(record.roles), "capabilities": json.dumps(record.capabilities)}
+
+
+def _enrollment(row: Any) -> EnrollmentRecord:
+    return EnrollmentRecord(
+        **{**row, "roles": json.loads(row["roles"]), "capabilities": json.loads(row["capabilities"])}
+    )
 
 
 def _workflow_view(row: Any) -> WorkflowView:

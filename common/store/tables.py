@@ -94,3 +94,45 @@ tokens = Table(
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float),
 )
+
+# Agents that asked to be admitted (engine.admission): the public key each proves its id with, what it told
+# of its host, and the operator's decision. No secret: an admitted agent's credentials are never stored.
+enrollments = Table(
+    "converge_enrollments",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("roles", Text, nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("capabilities", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+)
+
+# The vault (engine.vault): each credential's value encrypted with a key that is not in the store, so that a
+# copy of the store reveals no secret.
+credentials = Table(
+    "converge_credentials",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("ciphertext", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Every credential handed out or refused: who asked, for which step attempt, and why a refusal was one.
+credential_audit = Table(
+    "converge_credential_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("name", String(64)),  # None when the request was refused before its body was read
+    Column("agent", String(128), nullable=False),
+    Column("step_id", String(96)),
+    Column("attempt", Integer),
+    Column("epoch", Integer),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text),
+    Index("ix_credential_audit_name", "name"),
+)

@@ -10,13 +10,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Annotated, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from common.models import Change
-from workflows.context import StepContext
+from workflows.context import LISTED_CREDENTIALS, StepContext
 from workflows.kinds._common import AbsolutePath
 from workflows.kinds.paths import confine
 from workflows.registry import Provider, StepError
@@ -39,14 +48,26 @@ def _not_blank(value: str) -> str:
 
 
 ShellCommand = Annotated[str, AfterValidator(_not_blank)]
+HIDDEN = "***"
+"""What a credential's value becomes in the output a failed command reports."""
+
+
+class CredentialRef(BaseModel):
+    """`{credential: NAME}`: an environment variable that holds a credential's value, fetched for `run`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    credential: str = Field(min_length=1)
 
 
 class CommandSpec(BaseModel):
     """A shell command, and the guard (`creates`, `unless` or both) that says it has already had its effect.
 
-    `env` is added to the agent's environment; `cwd` is the directory the command starts in. `cwd` and
-    `creates` must lie under the agent's allowed paths; `run` and `unless` are shell commands, which no
-    path rule can confine (run the agent as a user that may do only what its role needs).
+    `env` is added to the agent's environment: a variable maps to a string, or to `{credential: NAME}`,
+    a credential the resource lists, fetched from the engine when `run` starts and given to `run` only (not
+    to `unless`, which a plan runs too). `cwd` is the directory the command starts in. `cwd` and `creates`
+    must lie under the agent's allowed paths; `run` and `unless` are shell commands, which no path rule can
+    confine (run the agent as a user that may do only what its role needs).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -55,7 +76,23 @@ class CommandSpec(BaseModel):
     creates: AbsolutePath | None = None
     unless: ShellCommand | None = None
     cwd: AbsolutePath | None = None
-    env: dict[str, str] | None = None
+    env: dict[str, str | CredentialRef] | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _credentials_listed(
+        cls, env: dict[str, str | CredentialRef] | None, info: ValidationInfo
+    ) -> dict[str, str | CredentialRef] | None:
+        listed = (info.context or {}).get(LISTED_CREDENTIALS)
+        if env is None or listed is None:  # an agent checks a spec alone: the engine checked the list
+            return env
+        for variable, value in env.items():
+            if isinstance(value, CredentialRef) and value.credential not in listed:
+                raise ValueError(
+                    f"{variable} names credential {value.credential!r}, which the resource does not list: "
+                    f"add it to the resource's `credentials`"
+                )
+        return env
 
     @model_validator(mode="after")
     def _needs_a_guard(self) -> Self:
@@ -81,10 +118,15 @@ class CommandProvider(Provider[CommandSpec]):
         return Change(action="create", diff=f"run: {spec.run}")
 
     def apply(self, spec: CommandSpec, change: Change, ctx: StepContext) -> None:
-        proc = _start(spec.run, spec, ctx)
+        secrets = {
+            variable: ctx.credential(value.credential)
+            for variable, value in (spec.env or {}).items()
+            if isinstance(value, CredentialRef)
+        }
+        proc = _start(spec.run, spec, ctx, secrets)
         ctx.attach(proc.pid)
         ctx.progress(None, "running")
-        result = _finish(proc)
+        result = _finish(proc).hiding(secrets.values())
         if result.code != 0:
             raise StepError(result.failure())
         if spec.creates is not None and not os.path.exists(spec.creates):
@@ -108,6 +150,14 @@ class _Result:
             head = f"command exited with code {self.code}"
         tail = self.stderr or self.stdout
         return f"{head}: {tail}" if tail else head
+
+    def hiding(self, values: Iterable[str]) -> _Result:
+        """The result with each of `values` (credentials) replaced in its output: the output may become a
+        step's error, which the engine stores and shows."""
+        stdout, stderr = self.stdout, self.stderr
+        for value in values:
+            stdout, stderr = stdout.replace(value, HIDDEN), stderr.replace(value, HIDDEN)
+        return _Result(self.code, stdout, stderr)
 
 
 class _Tail:
@@ -144,11 +194,14 @@ def _die_with_parent() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _start(command: str, spec: CommandSpec, ctx: StepContext) -> subprocess.Popen[bytes]:
+def _start(
+    command: str, spec: CommandSpec, ctx: StepContext, secrets: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start `command` under /bin/sh in a new session, so that it and its children can be killed as one.
 
-    Its environment is the agent's, then `env`, then CONVERGE_AGENT_ID (the id of the agent running it) and
-    CONVERGE_EPOCH (the fencing epoch it runs under, see StepContext.epoch).
+    Its environment is the agent's, then `env`'s strings and `secrets` (the values of `env`'s credentials,
+    for `run` only), then CONVERGE_AGENT_ID (the id of the agent running it) and CONVERGE_EPOCH (the fencing
+    epoch it runs under, see StepContext.epoch).
     """
     cwd = None if spec.cwd is None else confine(spec.cwd, ctx)
     if cwd is not None and not os.path.isdir(cwd):
@@ -156,7 +209,8 @@ def _start(command: str, spec: CommandSpec, ctx: StepContext) -> subprocess.Pope
             f"cwd {spec.cwd} is not a directory: add a `directory` resource for it and a `depends_on` on it",
             retryable=False,
         )
-    env = {**os.environ, **(spec.env or {}), AGENT_ID_ENV: ctx.agent_id, EPOCH_ENV: str(ctx.epoch)}
+    plain = {variable: value for variable, value in (spec.env or {}).items() if isinstance(value, str)}
+    env = {**os.environ, **plain, **(secrets or {}), AGENT_ID_ENV: ctx.agent_id, EPOCH_ENV: str(ctx.epoch)}
     try:
         return subprocess.Popen(
             ["/bin/sh", "-c", command],
