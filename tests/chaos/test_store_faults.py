@@ -49,15 +49,8 @@ def submit(cluster: Cluster, name: str, resources: str) -> str:
     return workflow_id
 
 
-def show(cluster: Cluster, workflow_id: str) -> dict[str, Any]:
-    result = cluster.cli("workflows", "show", workflow_id, "--json")
-    assert result.returncode == 0, result.stderr
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
-
-
 def steps(cluster: Cluster, workflow_id: str) -> dict[str, dict[str, Any]]:
-    return {s["resource"]: s for s in show(cluster, workflow_id)["steps"]}
+    return {s["resource"]: s for s in cluster.show(workflow_id)["steps"]}
 
 
 def dead_letters(cluster: Cluster) -> list[dict[str, Any]]:
@@ -117,7 +110,7 @@ def test_events_held_up_by_a_store_locked_for_35_s_are_recorded_once_it_is_relea
     assert refused_after_s < LOCK_S, "the apply was refused only after the lock was released"
     assert during["store"]["ok"] is False
     # released: the events are recorded, and the workflow goes on and succeeds, by the same engine process
-    wait_for(lambda: show(cluster, workflow_id)["state"] == "succeeded", 30, "the workflow to succeed")
+    wait_for(lambda: cluster.show(workflow_id)["state"] == "succeeded", 30, "the workflow to succeed")
     assert (tmp_path / "after").read_text() == "x"
     after = wait_for(lambda: health_when(cluster, ok=True), 10, "health to say all is well")
     assert after["store"] == {"ok": True, "error": None}
@@ -167,7 +160,7 @@ def test_a_poison_event_waits_in_the_dead_letter_stream_while_the_others_are_rec
     now = steps(cluster, workflow_id)
     assert now["file/good"]["state"] == "succeeded"
     assert now["file/poisoned"]["state"] == "queued"
-    assert show(cluster, workflow_id)["state"] == "running"
+    assert cluster.show(workflow_id)["state"] == "running"
     assert cluster.redis.xlen("converge:status") == 0
 
     store.execute("DROP TRIGGER poison")
@@ -176,7 +169,7 @@ def test_a_poison_event_waits_in_the_dead_letter_stream_while_the_others_are_rec
     assert retried.returncode == 0, retried.stderr
     assert sorted(json.loads(retried.stdout)["retried"]) == sorted(d["id"] for d in poisoned)
 
-    wait_for(lambda: show(cluster, workflow_id)["state"] == "succeeded", 30, "the workflow to succeed")
+    wait_for(lambda: cluster.show(workflow_id)["state"] == "succeeded", 30, "the workflow to succeed")
     assert [d["raw"] for d in dead_letters(cluster)] == ["not json"]
     purged = cluster.cli("dead-letters", "purge", "--json")
     assert purged.returncode == 0 and json.loads(purged.stdout) == {"purged": 1}

@@ -171,15 +171,25 @@ class Cluster:
         for name in list(self.procs):
             self.stop(name)
 
-    def cli(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout_s: float = 120, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "engine", *args],
             env=self.env,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=timeout_s,
             check=False,
         )
+
+    def show(self, workflow_id: str) -> dict[str, Any]:
+        """`converge workflows show ID --json`."""
+        result = self.cli("workflows", "show", workflow_id, "--json")
+        assert result.returncode == 0, result.stderr
+        document: dict[str, Any] = json.loads(result.stdout)
+        return document
 
     def apply(self, path: Path, *extra: str) -> dict[str, Any]:
         """`converge apply FILE --wait --json`, returning the workflow; the exit code is checked by callers."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,7 @@ ROUTE = "/v1/agent/credentials"
 
 def set_credential(cluster: Cluster, name: str, value: str) -> subprocess.CompletedProcess[str]:
     """`converge credentials set NAME`, the value on stdin as a script would give it."""
-    return subprocess.run(
-        [sys.executable, "-m", "engine", "credentials", "set", name],
-        input=value + "\n",
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return cluster.cli("credentials", "set", name, stdin=value + "\n")
 
 
 def agent_token(cluster: Cluster, agent_id: str) -> str:

@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from common import names
 from tests.integration.conftest import Cluster, desired_state, wait_for
-
-
-def show(cluster: Cluster, workflow_id: str) -> dict[str, Any]:
-    result = cluster.cli("workflows", "show", workflow_id, "--json")
-    assert result.returncode == 0, result.stderr
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
 
 
 def test_a_role_step_runs_under_the_epoch_of_the_roles_leader(cluster: Cluster, tmp_path: Path) -> None:
@@ -60,7 +52,7 @@ def test_steps_pinned_to_an_agent_that_is_not_alive_are_held_by_the_engine_until
     assert any("agent web-2" in w and "held by the engine" in w for w in submitted["warnings"])
     workflow_id = submitted["workflow"]["id"]
     # apply publishes a workflow's first steps before it answers: these were held instead, and say why
-    steps = show(cluster, workflow_id)["steps"]
+    steps = cluster.show(workflow_id)["steps"]
     assert {s["state"] for s in steps} == {"queued"}
     assert all("waiting for agent web-2, which is not alive" in s["message"] for s in steps)
     assert cluster.redis.llen(names.agent_queue("web-2")) == 0
@@ -68,7 +60,7 @@ def test_steps_pinned_to_an_agent_that_is_not_alive_are_held_by_the_engine_until
     cluster.start_agent("web", agent_id="web-2")
 
     done = wait_for(
-        lambda: (wf := show(cluster, workflow_id))["state"] == "succeeded" and wf, 60, "the workflow"
+        lambda: (wf := cluster.show(workflow_id))["state"] == "succeeded" and wf, 60, "the workflow"
     )
     assert {s["agent"] for s in done["steps"]} == {"web-2"}
     assert all((tmp_path / f"p{i}").read_text() == "x" for i in range(3))

@@ -11,10 +11,6 @@ from pathlib import Path
 from tests.integration.conftest import Cluster, desired_state, processes_with, wait_for
 
 
-def show(cluster: Cluster, workflow_id: str) -> dict:
-    return json.loads(cluster.cli("workflows", "show", workflow_id, "--json").stdout)
-
-
 def submit(cluster: Cluster, path: Path) -> str:
     result = cluster.cli("apply", str(path), "--json")
     assert result.returncode == 0, result.stderr
@@ -24,7 +20,7 @@ def submit(cluster: Cluster, path: Path) -> str:
 def finished(cluster: Cluster, workflow_id: str, timeout_s: float = 60) -> dict:
     done = {"succeeded", "failed", "aborted", "cancelled"}
     return wait_for(
-        lambda: (wf := show(cluster, workflow_id))["state"] in done and wf,
+        lambda: (wf := cluster.show(workflow_id))["state"] in done and wf,
         timeout_s,
         f"workflow {workflow_id}",
     )
@@ -207,7 +203,7 @@ def test_cancel_stops_a_running_sleep_and_its_child_within_5s_and_queued_steps_n
     assert json.loads(result.stdout)["workflow"]["state"] == "cancelled"
     assert not processes_with(marker)
     assert elapsed < 5, f"cancel took {elapsed:.2f}s"
-    workflow = show(cluster, workflow_id)
+    workflow = cluster.show(workflow_id)
     assert [s["state"] for s in workflow["steps"]] == ["cancelled"] * 4
     assert all(s["started_at"] is None for s in workflow["steps"][1:])
     # the queued deliveries reach the now idle agent and are dropped, not run
@@ -289,7 +285,7 @@ def test_progress_is_visible_while_a_step_runs(cluster: Cluster) -> None:
     workflow_id = submit(cluster, desired)
 
     step = wait_for(
-        lambda: (s := show(cluster, workflow_id)["steps"][0])["progress"] and 0 < s["progress"] < 100 and s,
+        lambda: (s := cluster.show(workflow_id)["steps"][0])["progress"] and 0 < s["progress"] < 100 and s,
         20,
         "progress between 0 and 100",
     )

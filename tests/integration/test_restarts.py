@@ -28,10 +28,6 @@ def chain(tmp_path: Path, count: int) -> str:
     )
 
 
-def show(cluster: Cluster, workflow_id: str) -> dict:
-    return json.loads(cluster.cli("workflows", "show", workflow_id, "--json").stdout)
-
-
 def test_sigkill_of_the_engine_mid_workflow_then_a_restart_finishes_it_each_step_once(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -47,7 +43,7 @@ def test_sigkill_of_the_engine_mid_workflow_then_a_restart_finishes_it_each_step
     restarted = time.monotonic()
     cluster.start_engine()
     workflow = wait_for(
-        lambda: (wf := show(cluster, workflow_id))["state"] == "succeeded" and wf,
+        lambda: (wf := cluster.show(workflow_id))["state"] == "succeeded" and wf,
         60,
         "the workflow to succeed",
     )
@@ -83,7 +79,7 @@ def test_a_redelivered_or_stale_step_message_is_dropped_by_the_agent(
 
     # what kombu does after the visibility timeout: deliver attempt 1 again, and attempt 2 as well
     app: Celery = make_app(cluster.env["CONVERGE_BROKER_URL"])
-    step = show(cluster, workflow_id)["steps"][0]
+    step = cluster.show(workflow_id)["steps"][0]
     for attempt in (1, 2):
         message = {
             "workflow_id": workflow_id,
@@ -107,5 +103,5 @@ def test_a_redelivered_or_stale_step_message_is_dropped_by_the_agent(
     assert log.read_text().split() == ["run", "run"], "neither delivery ran"
     text = agent_log.read_text()
     assert "stale attempt" in text and "already claimed" in text
-    after = show(cluster, workflow_id)
+    after = cluster.show(workflow_id)
     assert (after["state"], after["steps"][0]["attempt"]) == ("succeeded", 2)
