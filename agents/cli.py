@@ -70,9 +70,10 @@ def run_cmd(
             raise BadInput(
                 f"invalid role or id {name!r}: use letters, digits, '.', '_' and '-' (they name queues)"
             )
+    event_key = None  # a trusted agent makes its own
     if enroll.wanted(settings):  # a host the operator does not fully trust: admitted first
-        settings = enroll.admitted(settings)
-    worker.run(settings)
+        settings, event_key = enroll.admitted(settings)
+    worker.run(settings, event_key)
 
 
 @main.group("config")

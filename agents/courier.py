@@ -81,7 +81,7 @@ class Courier:
             try:
                 pipe = self.reporter.client.pipeline(transaction=False)
                 for entry in batch:
-                    pipe.xadd(names.STATUS_STREAM, {"e": entry.event})
+                    pipe.xadd(names.STATUS_STREAM, self.reporter.entry(entry.event))
                 pipe.execute()
             except redis.RedisError as exc:
                 self._backoff_s = min(MAX_BACKOFF_S, max(POLL_S, self._backoff_s * 2))

@@ -47,18 +47,19 @@ def wanted(settings: AgentSettings) -> bool:
     return bool(settings.engine_url) and not settings.api_token
 
 
-def admitted(settings: AgentSettings, poll_s: float = POLL_S) -> AgentSettings:
-    """The settings to run with: the admission kept in the state folder while Redis accepts it, else the
-    one the engine gives after enrolling and waiting. Refused (exit 1) if the operator denies the agent."""
+def admitted(settings: AgentSettings, poll_s: float = POLL_S) -> tuple[AgentSettings, bytes]:
+    """The settings to run with, and the key to sign status events with: the admission kept in the state
+    folder while Redis accepts it, else the one the engine gives after enrolling and waiting. Refused (exit
+    1) if the operator denies the agent."""
     folder = settings.agent_dir
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     kept = _read(folder / ADMISSION_FILE)
-    if kept is None or not _accepted(kept):
+    if kept is None or not kept.event_key or not _accepted(kept):
         kept = _enroll_and_wait(settings, signing.load_or_create(folder / KEY_FILE), poll_s)
         _keep(folder, kept)
     engine_key = folder / ENGINE_KEY_FILE if kept.engine_key else settings.engine_key
     update = {"broker_url": kept.broker_url, "api_token": kept.api_token, "engine_key": engine_key}
-    return settings.model_copy(update=update)
+    return settings.model_copy(update=update), base64.b64decode(kept.event_key or "")
 
 
 def capabilities() -> dict[str, Any]:
@@ -101,7 +102,7 @@ def _enroll_and_wait(settings: AgentSettings, key: Ed25519PrivateKey, poll_s: fl
     )
     while True:
         answer = _patiently(lambda: api.admission(proof(settings.id, key)), poll_s)
-        if answer.state == "admitted" and answer.broker_url and answer.api_token:
+        if answer.state == "admitted" and answer.broker_url and answer.api_token and answer.event_key:
             log.warning("agent %s admitted: starting with its own credentials", settings.id)
             return answer
         if answer.state in ("denied", "revoked"):

@@ -69,12 +69,20 @@ class Heartbeat:
     """
 
     def __init__(
-        self, broker_url: str, info: AgentInfo, interval_s: float, ttl_s: float, link: Link, token: str
+        self,
+        broker_url: str,
+        info: AgentInfo,
+        interval_s: float,
+        ttl_s: float,
+        link: Link,
+        token: str,
+        event_key: str | None = None,
     ) -> None:
         self.client = fail_fast(broker_url, interval_s)
         self._renew = self.client.register_script(identity.RENEW)  # EVALSHA on every beat
         self.info = info
         self.token = token  # this run's hold on the id (agents.identity.claim)
+        self.event_key = event_key  # a trusted agent's status-event key, kept in Redis with the id
         self.interval_s = interval_s
         self.ttl_s = ttl_s
         self.link = link
@@ -93,6 +101,9 @@ class Heartbeat:
         keys = [names.agent_alive_key(self.info.id), names.AGENTS_HASH]
         ttl_ms = int(self.ttl_s * 1000)
         args: list[str | int] = [self.token, ttl_ms, self.info.id, self.info.model_dump_json()]
+        if self.event_key is not None:
+            keys.append(names.agent_event_key(self.info.id))
+            args.append(self.event_key)
         if not self._renew(keys=keys, args=args):
             raise Displaced(f"another agent now holds the id {self.info.id!r}")
 

@@ -24,24 +24,28 @@ MAX_ID = 63  # common.names.valid_name: a letter or digit, then up to 62 of [A-Z
 _HASH_CHARS = 8
 _OUTSIDE_ALPHABET = re.compile(r"[^A-Za-z0-9_.-]+")
 
-# KEYS: alive key, announcements hash. ARGV: token, ttl ms, agent id, announcement, takeover-from token.
-# Sets the key if it is free (or still holds the token of a dead run being taken over); then announces.
-# Returns "" on success, else the token that holds the key.
+# KEYS: alive key, announcements hash[, event key]. ARGV: token, ttl ms, agent id, announcement, takeover-from
+# token[, the agent's status-event key]. Sets the key if it is free (or still holds the token of a dead run
+# being taken over); then announces, and a trusted agent (one given KEYS[3]) puts its event key there for the
+# engine (engine.eventkeys). Returns "" on success, else the token that holds the key.
 CLAIM = """
 local held = redis.call('GET', KEYS[1])
 if held and held ~= ARGV[5] then return held end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[6]) end
 return ''
 """
-# Same KEYS and ARGV (no takeover). Renews the key and the announcement while the key holds the token, or
-# takes it back if it is gone (Redis restarted, or this agent was cut off for longer than the TTL).
-# Returns 1, or 0 when another run holds the id: that run's announcement is left alone.
+# KEYS as CLAIM's; ARGV: token, ttl ms, agent id, announcement[, event key] (no takeover). Renews the alive
+# key, the announcement (and the event key) while the alive key holds the token, or takes it back if it is
+# gone (Redis restarted, or this agent was cut off for longer than the TTL). Returns 1, or 0 when another run
+# holds the id: that run's announcement is left alone.
 RENEW = """
 local held = redis.call('GET', KEYS[1])
 if held and held ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[5]) end
 return 1
 """
 # KEYS: alive key, announcements hash. ARGV: token, agent id, announcement. Signs off only its own run.
@@ -108,8 +112,11 @@ def process_is_gone(pid: int) -> bool:
         return False
 
 
-def claim(client: redis.Redis, info: AgentInfo, token: str, ttl_s: float) -> None:
+def claim(
+    client: redis.Redis, info: AgentInfo, token: str, ttl_s: float, event_key: str | None = None
+) -> None:
     """Take the id `info.id` for this run, and announce it; Refused while another live run holds it.
+    A trusted agent gives its status-event key (base64), kept for the engine while it holds the id.
 
     A run on this host whose process is gone (a crash, a SIGKILL) is taken over at once, atomically: only
     if the key still holds that run's token. Any other holder keeps the id until its key expires, one
@@ -117,11 +124,18 @@ def claim(client: redis.Redis, info: AgentInfo, token: str, ttl_s: float) -> Non
     """
     keys = [names.agent_alive_key(info.id), names.AGENTS_HASH]
     args: list[str | int] = [token, int(ttl_s * 1000), info.id, info.model_dump_json()]
-    held = _text(client.eval(CLAIM, 2, *keys, *args, ""))
+    if event_key is not None:
+        keys.append(names.agent_event_key(info.id))
+
+    def attempt(takeover: str) -> str:
+        extra = [] if event_key is None else [event_key]
+        return _text(client.eval(CLAIM, len(keys), *keys, *args, takeover, *extra))
+
+    held = attempt("")
     if not held:
         return
     holder = holder_of(held, _announced(client, info.id))
-    if _dead_run_here(holder, info) and not _text(client.eval(CLAIM, 2, *keys, *args, held)):
+    if _dead_run_here(holder, info) and not attempt(held):
         return
     remaining_ms = client.pttl(keys[0])
     raise Refused(refusal(info.id, holder, max(0, remaining_ms) / 1000, holder.ttl_s or ttl_s))

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from agents.connection import fail_fast
 from agents.engine_api import EngineApi, EngineApiError
-from common import names
+from common import names, signing
 from common.models import CheckResult, StepMessage
 from workflows.context import EVERYWHERE, StepStopped
 from workflows.registry import StepError
@@ -32,8 +33,9 @@ log = logging.getLogger("converge.agent")
 # it was cancelled before it started, or when the step has been retried since (an older attempt). A role
 # step is put back on its queue when this agent does not hold the role's lease (ARGV[5], KEYS[5]): the
 # fencing that keeps an agent that lost its leadership, paused or cut off, from running the role's steps.
-# Returns the answer and the role's epoch the attempt runs under (KEYS[6]; 0 for a pinned step), which the
-# `started` event carries: stamped into it here when the engine's (ARGV[6]) is not the current one.
+# The `started` event (ARGV[3], with its MAC in ARGV[7]) carries the role's epoch the attempt runs under
+# (KEYS[6]; 0 for a pinned step): when it is not the one the event was made with (ARGV[6]), the answer is
+# 'epoch' and that epoch, and the agent makes and signs the event again. Returns the answer and the epoch.
 _CLAIM_AND_START = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'cancelled', 0} end
 local epoch = 0
@@ -43,14 +45,9 @@ if ARGV[5] ~= '' then
 end
 local current = redis.call('GET', KEYS[4])
 if current and current ~= ARGV[4] then return {'stale attempt', epoch} end
+if epoch ~= tonumber(ARGV[6]) then return {'epoch', epoch} end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local event = ARGV[3]
-  if epoch ~= tonumber(ARGV[6]) then
-    local fields = cjson.decode(event)
-    fields['epoch'] = epoch
-    event = cjson.encode(fields)
-  end
-  redis.call('XADD', KEYS[2], '*', 'e', event)
+  redis.call('XADD', KEYS[2], '*', 'e', ARGV[3], 's', ARGV[7])
   return {'ours', epoch}
 end
 return {'already claimed', epoch}
@@ -58,6 +55,7 @@ return {'already claimed', epoch}
 
 
 REPORT_TIMEOUT_S = 5.0
+EPOCH_TRIES = 3
 WATCH_TIMEOUT_S = 1.0
 
 
@@ -67,13 +65,15 @@ class Claim(Enum):
     STALE = "stale attempt"
     TAKEN = "already claimed"
     NOT_LEADER = "not leader"
+    EPOCH = "epoch"  # the event was made under another epoch than the role's: make it again
 
 
 class Reporter:
     """Writes status events; one Redis connection per process (Celery's prefork children fork after init).
 
     A step's final report goes to the outbox first, then to the stream: if sending fails, the agent's main
-    process sends it again later. Progress reports are only worth sending now, and are not kept.
+    process sends it again later. Progress reports are only worth sending now, and are not kept. Every
+    report goes out with this agent's MAC over it (`event_key`): the engine records no other.
     """
 
     def __init__(
@@ -81,12 +81,14 @@ class Reporter:
         broker_url: str,
         agent_id: str,
         outbox: Outbox,
+        event_key: bytes,
         lease_holder: str = "",
         engine: EngineApi | None = None,
     ) -> None:
         self.broker_url = broker_url
         self.agent_id = agent_id
         self.outbox = outbox
+        self.event_key = event_key
         # The engine's API, where steps fetch their credentials; None: this agent was given no token.
         self.engine = engine
         # This agent's value in a role's lease; "" runs role steps without asking who leads the role.
@@ -115,7 +117,7 @@ class Reporter:
     def event(self, step: StepMessage, seq: int, state: str, **fields: Any) -> None:
         """Send a report that is not worth keeping (progress): lost if Redis cannot be reached now."""
         try:
-            self.client.xadd(names.STATUS_STREAM, {"e": self._event(step, seq, state, **fields)})
+            self.client.xadd(names.STATUS_STREAM, self.entry(self._event(step, seq, state, **fields)))
         except redis.RedisError as exc:
             log.debug("progress of %s not sent: %s", step.step_id, exc)
 
@@ -124,7 +126,7 @@ class Reporter:
         event = self._event(step, seq, state, **fields)
         entry = self.outbox.finish(step, event)
         try:
-            self.client.xadd(names.STATUS_STREAM, {"e": event})
+            self.client.xadd(names.STATUS_STREAM, self.entry(event))
         except redis.RedisError as exc:
             log.warning("report of step %s (%s) kept to send later: %s", step.step_id, state, exc)
             return
@@ -137,9 +139,13 @@ class Reporter:
         if pending:
             pipe = self.client.pipeline(transaction=False)
             for entry in pending:
-                pipe.xadd(names.STATUS_STREAM, {"e": entry.event})
+                pipe.xadd(names.STATUS_STREAM, self.entry(entry.event))
             pipe.execute()
             self.outbox.sent([entry.id for entry in pending])
+
+    def entry(self, event: str) -> dict[FieldT, EncodableT]:
+        """A status stream entry: the event and this agent's MAC over it."""
+        return {names.EVENT_FIELD: event, names.MAC_FIELD: signing.mac(self.event_key, event.encode())}
 
     def claim_and_start(self, message: StepMessage, claim_ttl_s: float) -> tuple[Claim, int]:
         """Report `started` unless this delivery must not run; say why not, and the epoch of the role's
@@ -152,17 +158,25 @@ class Reporter:
             names.leader_key(message.role),
             names.epoch_key(message.role),
         ]
-        args: list[str | int] = [
-            self.agent_id,
-            int(claim_ttl_s * 1000),
-            self._event(message, 1, "started"),
-            str(message.attempt),
-            "" if message.scope else self.lease_holder,  # a step pinned to this agent needs no lease
-            message.epoch,
-        ]
-        client = self.client
-        answer, epoch = self._claim(keys=keys, args=args, client=client)
-        return Claim(answer.decode() if isinstance(answer, bytes) else answer), int(epoch)
+        epoch = message.epoch
+        client = self.client  # before self._claim: made with the client
+        for _ in range(EPOCH_TRIES):
+            started = self._event(message, 1, "started", epoch=epoch)
+            args: list[str | int] = [
+                self.agent_id,
+                int(claim_ttl_s * 1000),
+                started,
+                str(message.attempt),
+                "" if message.scope else self.lease_holder,  # a step pinned to this agent needs no lease
+                epoch,
+                signing.mac(self.event_key, started.encode()),
+            ]
+            answer, now = self._claim(keys=keys, args=args, client=client)
+            claim = Claim(answer.decode() if isinstance(answer, bytes) else answer)
+            if claim is not Claim.EPOCH:
+                return claim, int(now)
+            epoch = int(now)
+        return Claim.NOT_LEADER, 0  # the leadership keeps changing under it: the next leader takes it
 
     def _event(self, step: StepMessage, seq: int, state: str, **fields: Any) -> str:
         return event_json(self.agent_id, step, seq, state, **fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import sqlite3
 import uuid
@@ -24,7 +25,7 @@ from agents.outbox import Outbox
 from agents.reporter import Reporter
 from agents.runner import StepRunner
 from agents.verify import Gate, load_engine_key
-from common import names
+from common import names, signing
 from common.celery_app import make_app, queue
 from common.errors import Unreachable
 from common.models import StepMessage
@@ -32,6 +33,8 @@ from common.settings import redact
 from workflows.registry import default_registry
 
 log = logging.getLogger("converge.agent")
+
+EVENT_KEY_FILE = "event.key"  # in the agent's state folder: a trusted agent's status-event key
 
 
 def converge_version() -> str:
@@ -91,14 +94,35 @@ def build_app(
     return app
 
 
-def run(settings: AgentSettings) -> None:
-    """Run the agent until it is stopped (SIGTERM or Ctrl-C). Raises Unreachable if Redis is not there."""
+def trusted_event_key(settings: AgentSettings) -> bytes:
+    """The status-event key of an agent that was not enrolled: its own, kept in its state folder."""
+    path = settings.agent_dir / EVENT_KEY_FILE
+    try:
+        return signing.load_or_create_secret(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot use the agent's event key {path}: {exc}; set state_dir "
+            "(`converge-agent config set state_dir=DIR`) to a folder this user can write"
+        ) from exc
+
+
+def run(settings: AgentSettings, event_key: bytes | None = None) -> None:
+    """Run the agent until it is stopped (SIGTERM or Ctrl-C). Raises Unreachable if Redis is not there.
+
+    `event_key` signs its status events: the one its admission gave, or None for a trusted agent (one
+    given the broker's credentials, not enrolled), which makes its own and keeps it in Redis for the
+    engine while it holds its id.
+    """
     engine_key = load_engine_key(settings.engine_key)  # BadInput before anything is claimed
+    registered = None
+    if event_key is None:
+        event_key = trusted_event_key(settings)
+        registered = base64.b64encode(event_key).decode()
     client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=5)
     info = agent_info(settings, converge_version())
     token = new_token(info.host, info.pid)
     try:  # the id, before the outbox that lives in its folder: Refused while another live agent holds it
-        claim(client, info, token, settings.heartbeat_ttl_s)
+        claim(client, info, token, settings.heartbeat_ttl_s, registered)
     except redis.RedisError as exc:
         raise Unreachable(
             f"cannot reach Redis at {redact(settings.broker_url)} ({exc}): start it, or point "
@@ -109,7 +133,12 @@ def run(settings: AgentSettings) -> None:
     link = Link(settings.max_connection_failures)
     holder = names.lease_holder(settings.id, token)
     reporter = Reporter(
-        settings.broker_url, settings.id, open_outbox(settings), holder, EngineApi.from_settings(settings)
+        settings.broker_url,
+        settings.id,
+        open_outbox(settings),
+        event_key,
+        holder,
+        EngineApi.from_settings(settings),
     )
     app = build_app(settings, reporter, link, engine_key)
     elector = Elector(
@@ -126,7 +155,13 @@ def run(settings: AgentSettings) -> None:
     )
     courier = Courier(reporter)
     heartbeat = Heartbeat(
-        settings.broker_url, info, settings.heartbeat_interval_s, settings.heartbeat_ttl_s, link, token
+        settings.broker_url,
+        info,
+        settings.heartbeat_interval_s,
+        settings.heartbeat_ttl_s,
+        link,
+        token,
+        registered,
     )
 
     def on_cut_off(failures: int) -> None:

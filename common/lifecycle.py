@@ -25,6 +25,12 @@ class Verdict(Enum):
     MOVED = "moved"  # recorded; the step is still running, or had already finished
     FINISHED = "finished"  # recorded; the step reached a final state with this event
     LATE_SUCCESS = "late success"  # the previous attempt succeeded after all: the step is done
+    REFUSED = "refused"  # from an agent that does not hold the attempt, nor may run the step: nothing changed
+
+
+# The roles an agent may report on: a set, or ANY_ROLE for a trusted agent (and the engine's own verdicts).
+Roles = frozenset[str] | None
+ANY_ROLE: Roles = None
 
 
 def backoff_s(base_s: float, attempt: int) -> float:
@@ -32,8 +38,8 @@ def backoff_s(base_s: float, attempt: int) -> float:
     return float(min(MAX_BACKOFF_S, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
 
 
-def take(row: Row, ev: StatusEvent, now: float) -> Verdict:
-    """Apply one event to a step's row.
+def take(row: Row, ev: StatusEvent, now: float, roles: Roles = ANY_ROLE) -> Verdict:
+    """Apply one event to a step's row; `roles` are those the event's agent may report on.
 
     A success is a fact: when the engine gave up on an attempt (its agent was lost, say) and queued the
     next one, and the old attempt's success then arrives before the new attempt started, the step is
@@ -43,6 +49,8 @@ def take(row: Row, ev: StatusEvent, now: float) -> Verdict:
     report records. A report of that attempt from an older epoch (a former leader's) is stale. Epoch 0
     is not fenced: a step pinned to one agent, and the engine's own verdicts.
     """
+    if not may_report(row, ev, roles):
+        return Verdict.REFUSED
     if late_success(row, ev):
         row.update(
             attempt=ev.attempt,
@@ -61,6 +69,17 @@ def take(row: Row, ev: StatusEvent, now: float) -> Verdict:
     if ev.epoch > (row.get("epoch") or 0):
         row["epoch"] = ev.epoch
     return Verdict.FINISHED if move(row, ev, now) else Verdict.MOVED
+
+
+def may_report(row: Row, ev: StatusEvent, roles: Roles) -> bool:
+    """Whether the event's agent may report on the step: once an attempt has started, only the agent that
+    started it may report on that attempt; before, an agent the step could have been given to (of the
+    step's role, or the one agent a pinned step is for)."""
+    if ev.attempt == row["attempt"] and row.get("agent"):
+        return bool(ev.agent == row["agent"])
+    if row.get("scope"):
+        return bool(ev.agent == row["scope"])
+    return roles is None or row["role"] in roles
 
 
 def older_epoch(row: Row, ev: StatusEvent) -> bool:

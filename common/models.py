@@ -221,10 +221,12 @@ class StatusRequest(BaseModel):
 
 class Admission(BaseModel):
     """The engine's answer to an agent about its enrollment; once admitted, the credentials it runs with:
-    its broker URL (its own Redis user), its API token, and the engine's public key for signed steps."""
+    its broker URL (its own Redis user), its API token, the engine's public key for signed steps, and the
+    key it signs its status events with (base64; engine.eventkeys)."""
 
     state: AdmissionState
     message: str = ""
     broker_url: str | None = None
     api_token: str | None = None
     engine_key: str | None = None
+    event_key: str | None = None

@@ -15,6 +15,12 @@ STATUS_GROUP = "engine"
 # Status entries the engine could not record (malformed, or refused by the store N times), with the error.
 DEAD_LETTER_STREAM = "converge:status:dead"
 AGENTS_HASH = "converge:agents"
+# Status events refused by the engine's ingester (unsigned, forged, from an agent that does not hold the
+# attempt), counted by reason.
+EVENTS_REFUSED = "converge:status:refused"
+# The fields of a status stream entry: the event (JSON) and its agent's MAC over exactly those bytes.
+EVENT_FIELD = "e"
+MAC_FIELD = "s"
 # Set by the engine; gone means Redis lost its data (a restart without persistence), queued steps too.
 BROKER_MARK = "converge:broker-mark"
 
@@ -44,6 +50,12 @@ def agent_alive_key(agent_id: str) -> str:
 def agent_refused_key(agent_id: str) -> str:
     """A hash counting, by reason, the deliveries an agent refused to run (unsigned, forged)."""
     return f"converge:agent:{agent_id}:refused"
+
+
+def agent_event_key(agent_id: str) -> str:
+    """The key a trusted agent (one that was not enrolled) signs its status events with, put there by the
+    agent itself; the Redis users of enrolled agents cannot read or write it (engine.acl)."""
+    return f"converge:agentkey:{agent_id}"
 
 
 def plan_reply_key(plan_id: str) -> str:

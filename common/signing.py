@@ -1,4 +1,5 @@
-"""Ed25519 signatures over JSON documents: the engine signs the steps it sends, and agents run only those.
+"""Signatures: Ed25519 over the steps the engine sends (agents run only those), and each agent's MAC over
+the status events it writes (the engine records only those of the agent that holds the attempt).
 
 What is signed is the document's canonical form: its JSON with sorted keys and no spaces, without the
 `sig` field that carries the signature (base64). A document that was changed, re-encoded differently, or
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SIG = "sig"
+MAC_KEY_BYTES = 32
 
 
 def canonical(document: dict[str, Any]) -> bytes:
@@ -77,3 +82,53 @@ def load_public(pem: str | bytes) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
     return key
+
+
+# -- status events ---------------------------------------------------------------------------------------
+#
+# An agent's status events carry an HMAC-SHA256 of their exact bytes, with a key of the agent's own: issued
+# by the engine at admission, or made by a trusted agent and kept where only the engine reads it. Only the
+# agent and the engine hold the key, so an event that verifies was written by that agent; another agent,
+# or anything else that can write to the stream, cannot make one. A MAC, not a signature: the engine is the
+# only verifier, and an Ed25519 verification costs about 170 us here, against 2 us, on each of the two or
+# more events of every step.
+
+
+def new_mac_key() -> bytes:
+    return secrets.token_bytes(MAC_KEY_BYTES)
+
+
+def mac(key: bytes, data: bytes) -> str:
+    """The MAC of `data` with `key`, in base64."""
+    return base64.b64encode(hmac.digest(key, data, hashlib.sha256)).decode()
+
+
+def mac_verifies(key: bytes, data: bytes, tag: bytes | str | None) -> bool:
+    """Whether `tag` is the MAC of `data` with `key` (compared in constant time)."""
+    if not tag:
+        return False
+    expected = mac(key, data).encode()
+    return hmac.compare_digest(expected, tag.encode() if isinstance(tag, str) else tag)
+
+
+def derive_key(secret: bytes, *parts: str) -> bytes:
+    """A key for one purpose and holder, from the engine's secret: the same parts give the same key."""
+    return hmac.digest(secret, "\0".join(parts).encode(), hashlib.sha256)
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """MAC_KEY_BYTES random bytes kept at `path` (readable by its owner only), made on first use."""
+    if path.exists():
+        secret = path.read_bytes()
+        if len(secret) != MAC_KEY_BYTES:
+            raise ValueError(f"{path} does not hold a {MAC_KEY_BYTES}-byte key: delete it to make a new one")
+        return secret
+    secret = new_mac_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made by another process just now
+        return load_or_create_secret(path)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    return secret

@@ -149,6 +149,7 @@ def _issue(engine: Engine, record: EnrollmentRecord) -> Admission:
         broker_url=acl.url_for(broker_url, record.id, password),
         api_token=token,
         engine_key=signing.public_pem(signer) if signer is not None else None,
+        event_key=base64.b64encode(engine.event_keys.issue(record.id, record.public_key)).decode(),
     )
 
 
@@ -174,6 +175,7 @@ def decide(engine: Engine, agent_id: str, action: Action) -> AdmissionState:
     if action == "revoke":
         withdraw(engine, agent_id)
     engine.store.set_enrollment_state(agent_id, state, time.time())
+    engine.event_keys.forget(agent_id)  # its status events are refused (or accepted) from now on
     log.warning("agent %s %s (was %s)", agent_id, state, record.state)
     return state
 

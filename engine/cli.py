@@ -121,13 +121,15 @@ def engine_init(
 ) -> None:
     """Make the CA, the server certificate, the key that signs steps and a first admin token; print the
     CA's fingerprint and where the agents' `engine_key` is."""
-    from engine import auth, tls, vault
+    from common.signing import load_or_create_secret
+    from engine import auth, eventkeys, tls, vault
     from engine.service import SIGNING_PUBLIC, signing_key
 
     settings = load_settings(store_url=store_url, home=home)
     files = tls.TlsFiles.under(settings.home)
     fingerprint = tls.init(files, list(san), force=force)
     signing_key(settings.home)
+    load_or_create_secret(settings.home / eventkeys.SECRET_FILE)
     vault.load_or_create_key(vault.key_path(settings))
     engine_key = (settings.home / SIGNING_PUBLIC).resolve()
     with opened_store(settings.store_url) as store:

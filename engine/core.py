@@ -18,6 +18,7 @@ from common.store import RecordResult, Store
 from engine import fleet
 from engine.checks import observe
 from engine.dispatcher import PUBLISH_ERRORS, Dispatcher
+from engine.eventkeys import EventKeys
 from engine.fanout import agents_by_role
 from workflows.plan import each_roles, plan
 from workflows.registry import Registry
@@ -48,6 +49,7 @@ class Engine:
     client: redis.Redis
     dispatcher: Dispatcher
     registry: Registry
+    event_keys: EventKeys  # whose status events are recorded
     # Set when steps were stored as `queued` but publishing them failed: the watchdog publishes them again.
     republish_wanted: bool = False
 

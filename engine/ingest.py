@@ -11,6 +11,11 @@ ignores what it already has (step, attempt, sequence). Nothing is stranded eithe
 - Any other error is blamed on the batch: its halves are recorded apart, down to the one entry that
   fails alone. After MAX_FAILURES failures that entry goes to the dead-letter stream, and the rest goes on.
 - A malformed entry (not JSON, not a status event) goes to the dead-letter stream at once.
+
+Only an agent's own events are recorded (engine.eventkeys): an entry whose MAC does not verify against the
+key of the agent it names (unsigned, forged, of an agent that is not admitted), or that the store refuses
+because another agent holds the attempt (common.lifecycle.may_report), is dropped, logged, and counted
+by reason in `converge:status:refused` (`converge agents list` shows the counts).
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import redis
 from pydantic import TypeAdapter, ValidationError
 
 from common import names
+from common.lifecycle import Roles
 from common.models import StatusEvent
 from common.store import RecordResult, Store
 from engine import deadletters
 from engine.dispatcher import PUBLISH_ERRORS
+from engine.eventkeys import Lookup, Refusal, authenticate
 from engine.health import describe, store_is_down
 
 log = logging.getLogger("converge.engine")
@@ -42,6 +49,9 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 5.0
 CLAIM_EVERY_S = 30.0
 CLAIM_IDLE_MS = 60_000  # longer than any batch takes, so a live consumer's entries are left alone
+LOGGED_REFUSALS = 5  # per batch: a flood of forged entries is logged as a count beyond these
+_EVENT = names.EVENT_FIELD.encode()
+_MAC = names.MAC_FIELD.encode()
 
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -60,6 +70,7 @@ class Ingester:
         client: redis.Redis,
         store: Store,
         act: Callable[[RecordResult], None],
+        lookup: Lookup,
         consumer: str = "engine-1",
         batch: int = 1000,
         *,
@@ -69,6 +80,7 @@ class Ingester:
         self.client = client
         self.store = store
         self.act = act
+        self.lookup = lookup  # an agent's key and roles (engine.eventkeys.EventKeys.grant)
         self.consumer = consumer
         self.batch = batch
         self.max_failures = max_failures
@@ -113,31 +125,76 @@ class Ingester:
         gone = [e for e in entries if not e[1]]  # deleted from the stream while pending: only acknowledge
         parsed, junk = _parse([e for e in entries if e[1]] if gone else entries)
         try:
-            refused = self._record(parsed)
+            parsed, roles, forged = self._authenticate(parsed)
+            refused = self._record(parsed, roles)
         except StoreDown as exc:
             self._settle(gone, [], junk)
             self._store_down(exc, len(parsed))
             return 0
         if parsed:
             self._store_back()
+        if forged:
+            self._drop_forged(forged)
+            gone += [entry for (entry, _), _ in forged]
         done = gone + [entry for entry, _ in parsed if not refused or entry[0] not in refused]
         self._settle(done, [entry for entry, _ in parsed if entry[0] in refused], junk)
         self._reread = rereading or bool(refused)
         return len(done) + len(junk)
 
-    def _record(self, batch: list[Parsed]) -> set[bytes]:
+    def _authenticate(
+        self, parsed: list[Parsed]
+    ) -> tuple[list[Parsed], dict[str, Roles], list[tuple[Parsed, Refusal]]]:
+        """The entries whose MAC verifies, the roles of their agents, and the others with why not."""
+        try:
+            roles, refused = authenticate(
+                ((ev.agent, fields.get(_EVENT, b""), fields.get(_MAC)) for (_, fields), ev in parsed),
+                self.lookup,
+            )
+        except redis.RedisError:
+            raise
+        except Exception as exc:  # the store, asked for an enrollment
+            if store_is_down(exc):
+                raise StoreDown(describe(exc)) from exc
+            raise
+        if not refused:
+            return parsed, roles, []
+        kept = [p for i, p in enumerate(parsed) if i not in refused]
+        return kept, roles, [(parsed[i], refusal) for i, refusal in refused.items()]
+
+    def _drop_forged(self, forged: list[tuple[Parsed, Refusal]]) -> None:
+        """Count and log the entries refused for their MAC (they are acknowledged and deleted)."""
+        pipe = self.client.pipeline(transaction=False)
+        for _, refusal in forged:
+            pipe.hincrby(names.EVENTS_REFUSED, refusal.reason, 1)
+        pipe.execute()
+        for ((entry_id, _), ev), refusal in forged[:LOGGED_REFUSALS]:
+            log.error(
+                "refused status entry %s (%s of step %.100r attempt %d): %s. Nothing was recorded: find "
+                "what else writes to this Redis",
+                entry_id.decode(),
+                ev.state,
+                ev.step_id,
+                ev.attempt,
+                refusal.message,
+            )
+        if len(forged) > LOGGED_REFUSALS:
+            log.error("refused %d more status entries of that batch", len(forged) - LOGGED_REFUSALS)
+
+    def _record(self, batch: list[Parsed], roles: dict[str, Roles] | None = None) -> set[bytes]:
         """Record a batch; blame a refusal on halves, down to the entry refused alone. Returns those ids."""
         if not batch:
             return set()
         began = time.perf_counter()
         try:
-            result = self.store.record([ev for _, ev in batch])
+            result = self.store.record([ev for _, ev in batch], roles)
         except Exception as exc:
             if store_is_down(exc):
                 raise StoreDown(describe(exc)) from exc
             refusal = exc
         else:
             log.debug("recorded %d events in %.1f ms", len(batch), (time.perf_counter() - began) * 1000)
+            if result.refused:
+                self._not_holders(result.refused)
             self._act(result)
             if result.stale or result.duplicate:
                 log.info(
@@ -148,9 +205,22 @@ class Ingester:
             return set()
         if len(batch) > 1:
             mid = len(batch) // 2
-            return self._record(batch[:mid]) | self._record(batch[mid:])
+            return self._record(batch[:mid], roles) | self._record(batch[mid:], roles)
         self._refused(batch[0], refusal)
         return {batch[0][0][0]}
+
+    def _not_holders(self, events: list[StatusEvent]) -> None:
+        """Log and count the events the store refused: their agent does not hold the attempt."""
+        self.client.hincrby(names.EVENTS_REFUSED, "not holder", len(events))
+        for ev in events[:LOGGED_REFUSALS]:
+            log.error(
+                "refused a status event of agent %.100r on step %.100r attempt %d (%s): it neither holds "
+                "the attempt nor may run the step. Nothing was recorded",
+                ev.agent,
+                ev.step_id,
+                ev.attempt,
+                ev.state,
+            )
 
     def _act_owed(self) -> None:
         """Publish what was recorded while Redis could not be reached; a failure of another kind is not

@@ -20,6 +20,7 @@ from common.store import open_store
 from engine.api import create_api
 from engine.core import Engine
 from engine.dispatcher import Dispatcher
+from engine.eventkeys import EventKeys
 from engine.ingest import Ingester
 from engine.tls import TlsFiles
 from engine.watchdog import Watchdog
@@ -51,7 +52,8 @@ def build(settings: Settings) -> Engine:
     dispatcher = Dispatcher(
         app, client, attempt_ttl_s=settings.visibility_timeout_s, signer=signing_key(settings.home)
     )
-    return Engine(settings, store, client, dispatcher, default_registry())
+    keys = EventKeys.under(settings.home, store, client)
+    return Engine(settings, store, client, dispatcher, default_registry(), keys)
 
 
 def signing_key(home: Path) -> Ed25519PrivateKey:
@@ -109,7 +111,7 @@ def run(settings: Settings) -> None:
     requeued = engine.republish_queued()
     if requeued:
         log.info("published %d steps left queued by a previous run", requeued)
-    ingester = Ingester(engine.client, engine.store, engine.act)
+    ingester = Ingester(engine.client, engine.store, engine.act, engine.event_keys.grant)
     watchdog = Watchdog(engine)
     threads = [
         threading.Thread(target=ingester.run, name="converge-ingest", daemon=True),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from common.lifecycle import Roles
 from common.models import AdmissionState, StatusEvent, StepMessage, WorkflowState, WorkflowView
 
 if TYPE_CHECKING:
@@ -20,6 +22,8 @@ class RecordResult:
     applied: int = 0
     stale: int = 0  # events of an attempt that is no longer current
     duplicate: int = 0  # events already recorded (same step, attempt and sequence number)
+    # events from an agent that neither holds the attempt nor may run the step (common.lifecycle.may_report)
+    refused: list[StatusEvent] = field(default_factory=list)
     retrying: int = 0  # failed steps scheduled for another attempt
     to_stop: list[tuple[str, int]] = field(default_factory=list)  # attempts the agents must stop (abort)
 
@@ -129,8 +133,11 @@ class Store(Protocol):
         self, *, history: bool = False, state: WorkflowState | None = None, limit: int = 500
     ) -> list[WorkflowView]: ...
 
-    def record(self, events: list[StatusEvent]) -> RecordResult:
-        """Apply status events in one transaction; idempotent per step, attempt and sequence number."""
+    def record(self, events: list[StatusEvent], roles: Mapping[str, Roles] | None = None) -> RecordResult:
+        """Apply status events in one transaction; idempotent per step, attempt and sequence number.
+
+        `roles` maps an event's agent to the roles it may report on (common.lifecycle.may_report); an agent
+        it does not name may report on any role (the engine's own verdicts, a unit test)."""
 
     def cancel(self, workflow_id: str) -> StopResult:
         """Move a workflow to `cancelling`; raises Refused if it already finished."""

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from common import lifecycle
 from common.errors import BadInput, NotFound, Refused, Unreachable
-from common.lifecycle import Verdict
+from common.lifecycle import Roles, Verdict
 from common.models import (
     FINISHED_WORKFLOW,
     AdmissionState,
@@ -62,7 +62,10 @@ _RETRYABLE_WORKFLOW = {WorkflowState.FAILED, WorkflowState.ABORTED, WorkflowStat
 _SAVED = RUN_COLUMNS
 _EVENT_COLUMNS = [
     steps.c[name]
-    for name in ["id", "workflow_id", "dependents", "retry_attempts", "retry_backoff_s", *_SAVED]
+    for name in [
+        *["id", "workflow_id", "role", "scope", "dependents", "retry_attempts", "retry_backoff_s"],
+        *_SAVED,
+    ]
 ]
 # Built once: they run on every batch of status events.
 _SAVE = update(steps).where(steps.c.id == bindparam("b_id")).values({c: bindparam(f"b_{c}") for c in _SAVED})
@@ -175,8 +178,9 @@ class SqlStore(CredentialRows):
         if rows:
             conn.execute(steps.insert(), rows)
 
-    def record(self, events: list[StatusEvent]) -> RecordResult:
+    def record(self, events: list[StatusEvent], roles: Mapping[str, Roles] | None = None) -> RecordResult:
         result = RecordResult()
+        roles = roles or {}
         if not events:
             return result
         with self._write, self.engine.begin() as conn:
@@ -188,7 +192,10 @@ class SqlStore(CredentialRows):
             for ev in events:
                 row = rows.get(ev.step_id)
                 attempt = None if row is None else row["attempt"]
-                verdict = Verdict.STALE if row is None else lifecycle.take(row, ev, now)
+                verdict = Verdict.STALE if row is None else lifecycle.take(row, ev, now, roles.get(ev.agent))
+                if verdict is Verdict.REFUSED:
+                    result.refused.append(ev)
+                    continue
                 if verdict is Verdict.STALE:
                     result.stale += 1
                     continue

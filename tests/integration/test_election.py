@@ -172,8 +172,8 @@ def test_an_agent_that_does_not_hold_a_roles_lease_cannot_claim_its_steps_but_ca
         )
 
     outbox = Outbox(tmp_path / "outbox.db", "run")
-    leader = Reporter(redis_server.url, "a", outbox, names.lease_holder("a", "run"))
-    backup = Reporter(redis_server.url, "b", outbox, names.lease_holder("b", "run"))
+    leader = Reporter(redis_server.url, "a", outbox, b"k" * 32, names.lease_holder("a", "run"))
+    backup = Reporter(redis_server.url, "b", outbox, b"k" * 32, names.lease_holder("b", "run"))
     contender(client, "a").campaign()
 
     assert backup.claim_and_start(message("w.0"), 60) == (Claim.NOT_LEADER, 0)

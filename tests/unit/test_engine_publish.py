@@ -17,6 +17,7 @@ from common.settings import load_settings
 from common.store import RecordResult, SqlStore, open_store
 from engine.core import Engine
 from engine.dispatcher import Dispatcher
+from engine.eventkeys import EventKeys
 from workflows.registry import default_registry
 
 SOURCE = """apiVersion: converge/v1
@@ -70,8 +71,9 @@ def store(tmp_path: Path) -> Iterator[SqlStore]:
 def parts(store: SqlStore) -> tuple[Engine, FakeRedis, FakeDispatcher]:
     client, dispatcher = FakeRedis(), FakeDispatcher()
     settings = load_settings(broker_url="redis://:s3cret@127.0.0.1:1/0")
+    keys = EventKeys(b"k" * 32, store, cast(redis.Redis, client))
     engine = Engine(
-        settings, store, cast(redis.Redis, client), cast(Dispatcher, dispatcher), default_registry()
+        settings, store, cast(redis.Redis, client), cast(Dispatcher, dispatcher), default_registry(), keys
     )
     return engine, client, dispatcher
 

@@ -1,7 +1,8 @@
 """The status ingester on a fake Redis and a fake store: the logic of never stranding an event.
 
 Poison entries are isolated and counted, dead-lettered after three refusals; a store that is down counts
-against nothing; entries left pending by any failure are read again without a restart.
+against nothing; entries left pending by any failure are read again without a restart; entries whose MAC
+does not verify against their agent's key are dropped and counted.
 """
 
 from __future__ import annotations
@@ -15,12 +16,21 @@ import pytest
 import redis
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from common import names
+from common import names, signing
 from common.errors import BadInput, NotFound
+from common.lifecycle import ANY_ROLE, Roles
 from common.models import StatusEvent
 from common.store import RecordResult, Store
 from engine import deadletters
+from engine.eventkeys import Grant, Refusal
 from engine.ingest import MAX_FAILURES, Ingester, _parse
+
+KEY = b"k" * 32
+
+
+def lookup(agent: str) -> Grant | Refusal:
+    """Agent `a` is known (the key KEY), any other is not."""
+    return Grant(KEY, ANY_ROLE) if agent == "a" else Refusal("unknown agent", f"{agent} is unknown")
 
 
 def event(step: str, seq: int = 1) -> bytes:
@@ -39,7 +49,7 @@ class FakeStore:
         self.down = 0
         self.calls = 0
 
-    def record(self, events: list[StatusEvent]) -> RecordResult:
+    def record(self, events: list[StatusEvent], roles: dict[str, Roles] | None = None) -> RecordResult:
         self.calls += 1
         if self.down:
             self.down -= 1
@@ -66,13 +76,17 @@ def store() -> FakeStore:
 
 
 def ingester(client: redis.Redis, store: FakeStore, act: Any = None) -> Ingester:
-    ing = Ingester(client, cast(Store, store), act or (lambda result: None))
+    ing = Ingester(client, cast(Store, store), act or (lambda result: None), lookup)
     ing.ensure_group()
     return ing
 
 
 def send(client: redis.Redis, *bodies: bytes) -> list[bytes]:
-    return [cast(bytes, client.xadd(names.STATUS_STREAM, {"e": body})) for body in bodies]
+    """Entries as the agent `a` writes them, signed with its key."""
+    return [
+        cast(bytes, client.xadd(names.STATUS_STREAM, {"e": body, "s": signing.mac(KEY, body)}))
+        for body in bodies
+    ]
 
 
 def drain(ing: Ingester, passes: int = 10) -> None:
@@ -101,6 +115,30 @@ def test_events_are_recorded_then_acknowledged_and_deleted(client: redis.Redis, 
     assert store.steps() == ["w.0", "w.1", "w.2"]
     assert client.xlen(names.STATUS_STREAM) == 0
     assert client.xpending(names.STATUS_STREAM, names.STATUS_GROUP)["pending"] == 0
+
+
+def test_unsigned_forged_and_unknown_agents_entries_are_dropped_counted_and_logged(
+    client: redis.Redis, store: FakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    send(client, event("w.0"))
+    client.xadd(names.STATUS_STREAM, {"e": event("w.1")})  # unsigned
+    client.xadd(names.STATUS_STREAM, {"e": event("w.2"), "s": signing.mac(b"x" * 32, event("w.2"))})
+    tampered = event("w.3").replace(b'"progress": 50.0', b'"progress": 99.0')
+    client.xadd(names.STATUS_STREAM, {"e": tampered, "s": signing.mac(KEY, event("w.3"))})
+    stranger = event("w.4").replace(b'"agent": "a"', b'"agent": "b"')
+    client.xadd(names.STATUS_STREAM, {"e": stranger, "s": signing.mac(KEY, stranger)})
+    send(client, event("w.5"))
+
+    drain(ingester(client, store))
+
+    assert store.steps() == ["w.0", "w.5"]
+    assert client.hgetall(names.EVENTS_REFUSED) == {
+        b"unsigned": b"1",
+        b"forged": b"2",
+        b"unknown agent": b"1",
+    }
+    assert client.xlen(names.STATUS_STREAM) == 0 and dead_letters(client) == []
+    assert caplog.text.count("refused status entry") == 4 and "Nothing was recorded" in caplog.text
 
 
 def test_a_poison_entry_does_not_hold_back_the_rest_of_its_batch(

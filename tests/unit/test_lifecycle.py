@@ -16,6 +16,8 @@ def row(**fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "id": "w.0",
         "workflow_id": "w",
+        "role": "web",
+        "scope": None,
         "state": StepState.QUEUED,
         "attempt": 1,
         "last_seq": 0,
@@ -38,6 +40,26 @@ def event(state: str, attempt: int = 1, seq: int = 1, **fields: Any) -> StatusEv
         at=datetime.now(UTC),
         **fields,
     )
+
+
+def test_only_the_agent_that_started_an_attempt_reports_on_it() -> None:
+    step = row()
+    assert lifecycle.take(step, event("started"), NOW, frozenset({"web"})) is Verdict.MOVED
+    forged = event("succeeded", seq=2).model_copy(update={"agent": "a2"})
+    assert lifecycle.take(step, forged, NOW, frozenset({"web"})) is Verdict.REFUSED
+    assert lifecycle.take(step, forged, NOW) is Verdict.REFUSED  # not even a trusted agent
+    assert step["state"] == StepState.STARTED and step["agent"] == "a1"
+    assert lifecycle.take(step, event("succeeded", seq=2), NOW) is Verdict.FINISHED
+
+
+def test_before_it_starts_a_step_is_reported_on_only_by_an_agent_it_could_be_given_to() -> None:
+    assert lifecycle.take(row(), event("started"), NOW, frozenset({"db"})) is Verdict.REFUSED
+    assert lifecycle.take(row(), event("started"), NOW, frozenset({"db", "web"})) is Verdict.MOVED
+    assert lifecycle.take(row(), event("started"), NOW, lifecycle.ANY_ROLE) is Verdict.MOVED
+    pinned = row(scope="a9")
+    assert lifecycle.take(pinned, event("started"), NOW, lifecycle.ANY_ROLE) is Verdict.REFUSED
+    mine = event("started").model_copy(update={"agent": "a9"})
+    assert lifecycle.take(pinned, mine, NOW, frozenset({"web"})) is Verdict.MOVED
 
 
 def test_a_step_moves_from_started_to_succeeded_and_records_what_changed() -> None:

@@ -33,7 +33,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
 
 
 def courier(outbox: Outbox, server: fakeredis.FakeServer) -> Courier:
-    return Courier(Reporter("redis://127.0.0.1:1/0", "a1", outbox))
+    return Courier(Reporter("redis://127.0.0.1:1/0", "a1", outbox, b"k" * 32))
 
 
 def stream(server: fakeredis.FakeServer) -> list[dict[str, object]]:
@@ -45,7 +45,7 @@ def test_a_final_report_that_cannot_be_sent_is_kept_and_the_courier_sends_it_lat
     tmp_path: Path, server: fakeredis.FakeServer
 ) -> None:
     outbox = Outbox(tmp_path / "outbox.db", run_id="run-1")
-    reporter = Reporter("redis://127.0.0.1:1/0", "a1", outbox)
+    reporter = Reporter("redis://127.0.0.1:1/0", "a1", outbox, b"k" * 32)
     server.connected = False
 
     reporter.final(MESSAGE, 2, "succeeded", changed=True)
@@ -61,7 +61,7 @@ def test_a_sent_report_leaves_nothing_behind_and_ends_the_attempt_in_the_journal
     tmp_path: Path, server: fakeredis.FakeServer
 ) -> None:
     outbox = Outbox(tmp_path / "outbox.db", run_id="run-1")
-    reporter = Reporter("redis://127.0.0.1:1/0", "a1", outbox)
+    reporter = Reporter("redis://127.0.0.1:1/0", "a1", outbox, b"k" * 32)
     outbox.begin(MESSAGE)
     assert [r.message.step_id for r in outbox.running()] == ["w.0"]
 
