@@ -150,10 +150,12 @@ def report(client: redis.Redis, watch: StoreWatch) -> dict[str, Any]:
         pipe = client.pipeline(transaction=False)
         pipe.xlen(names.STATUS_STREAM)
         pipe.xlen(names.DEAD_LETTER_STREAM)
-        pending, dead = pipe.execute()
+        pipe.hgetall(names.EVENTS_REFUSED)
+        pending, dead, counts = pipe.execute()
+        refused = {k.decode(): int(v) for k, v in counts.items()}
         redis_part: dict[str, Any] = {"ok": True, "error": None}
     except redis.RedisError as exc:
-        pending = dead = None
+        pending = dead = refused = None
         redis_part = {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"}
     return {
         "ok": redis_part["ok"] and store.ok,
@@ -163,6 +165,8 @@ def report(client: redis.Redis, watch: StoreWatch) -> dict[str, Any]:
             # status events on the stream, not yet recorded (read or not)
             "pending": pending,
             "dead_letters": dead,
+            # status entries refused, by reason: unsigned, forged, unknown agent, not admitted, not holder
+            "refused": refused,
             "store_down_since": _iso(store.down_since),
         },
     }

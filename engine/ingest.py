@@ -15,7 +15,7 @@ ignores what it already has (step, attempt, sequence). Nothing is stranded eithe
 Only an agent's own events are recorded (engine.eventkeys): an entry whose MAC does not verify against the
 key of the agent it names (unsigned, forged, of an agent that is not admitted), or that the store refuses
 because another agent holds the attempt (common.lifecycle.may_report), is dropped, logged, and counted
-by reason in `converge:status:refused` (`converge agents list` shows the counts).
+by reason in `converge:status:refused` (`GET /v1/health` shows the counts, as `ingest.refused`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,6 @@ The real parts are the integration tests' own (a private Redis, the engine and a
 
 from __future__ import annotations
 
-from tests.integration.conftest import cluster, postgres_url, redis_server
+from tests.integration.conftest import cluster, postgres_url, redis_server, tls_cluster
 
-__all__ = ["cluster", "postgres_url", "redis_server"]
+__all__ = ["cluster", "postgres_url", "redis_server", "tls_cluster"]

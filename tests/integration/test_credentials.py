@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, inspect, select, text
 from common.store import open_store
 from engine import auth
 from tests.integration.conftest import Cluster, desired_state, wait_for
+from tests.integration.test_no_leaks import flower_pages, start_flower
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +92,7 @@ def test_a_command_gets_its_credential_and_the_value_shows_nowhere_else(
     stored = set_credential(tls_cluster, "db-password", value)
     assert stored.returncode == 0, stored.stderr
     start_agent_with_token(tls_cluster, "db", "db-01")
+    flower = start_flower(tls_cluster)  # before the run: it shows the tasks whose events it saw
     out = tmp_path / "received"
     resource = (
         "  - kind: command\n    name: migrate\n    role: db\n    credentials: [db-password]\n"
@@ -124,6 +126,9 @@ def test_a_command_gets_its_credential_and_the_value_shows_nowhere_else(
     outputs.append(tls_cluster.cli("workflows", "show", workflow_id, "--json").stdout)
     outputs.append(tls_cluster.cli("workflows", "show", workflow_id).stdout)
     assert not [o for o in outputs if value in o]
+    pages = flower_pages(flower, "db-01")
+    assert any("migrate" in text for path, text in pages.items() if path.startswith("flower /task/"))
+    assert not {path: text for path, text in pages.items() if value in text}
 
     dump = redis_text(tls_cluster.redis)
     assert workflow_id in dump  # the scan reads what the keys hold: the status stream names the workflow

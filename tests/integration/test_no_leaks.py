@@ -92,10 +92,11 @@ def test_no_password_shows_in_answers_outputs_logs_or_command_lines(
             "leaks", f"  - {{kind: file, name: f, role: web, spec: {{path: {tmp_path}/f, content: hi}}}}\n"
         ),
     )
+    flower = start_flower(cluster)
     workflow = cluster.apply(desired)
     assert workflow["workflow"]["state"] == "succeeded", workflow
     seen["apply"] = json.dumps(workflow)
-    seen |= flower_pages(cluster)
+    seen |= flower_pages(flower)
     seen |= agent_config_outputs(cluster, locked_redis.url)
     seen |= start_errors(cluster, locked_redis.url.replace(BROKER_PASSWORD, "WrongPass"), "wrong password")
     command_lines = cluster_command_lines(cluster, locked_redis)
@@ -125,8 +126,8 @@ def spawn(cluster: Cluster, name: str, argv: list[str], env: dict[str, str]) -> 
         )
 
 
-def flower_pages(cluster: Cluster) -> dict[str, str]:
-    """Flower's pages on the broker and the workers (their configuration too), run as the README says."""
+def start_flower(cluster: Cluster) -> httpx.Client:
+    """Flower on the cluster's broker, run as the README says; a client of its pages (with its login)."""
     port = free_port()
     celery = str(Path(sys.executable).parent / "celery")
     argv = [
@@ -138,22 +139,33 @@ def flower_pages(cluster: Cluster) -> dict[str, str]:
         "--basic-auth={}:{}".format(*FLOWER_AUTH),
     ]
     spawn(cluster, "flower", argv, cluster.env)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=FLOWER_AUTH, timeout=10)
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=FLOWER_AUTH, timeout=10)
 
-    def worker_seen() -> str | None:
+
+def flower_pages(http: httpx.Client, agent_id: str = "web-1") -> dict[str, str]:
+    """Flower's pages on the broker, the workers (their configuration too) and every task it saw."""
+
+    def page(path: str, **params: str) -> str | None:
         try:
-            answer = http.get("/api/workers", params={"refresh": "1"})
+            answer = http.get(path, params=params)
         except httpx.HTTPError:
             return None
-        return answer.text if answer.status_code == 200 and "web-1@" in answer.text else None
+        return answer.text if answer.status_code == 200 else None
+
+    def worker_seen() -> str | None:
+        answer = page("/api/workers", refresh="1")
+        return answer if answer is not None and f"{agent_id}@" in answer else None
 
     with http:
         pages = {"flower /api/workers": wait_for(worker_seen, 60, "Flower to see the agent")}
-        worker = next(iter(json.loads(pages["flower /api/workers"])))
-        for page in ("/broker", "/workers", "/tasks", f"/worker/{worker}"):
-            answer = http.get(page)
-            assert answer.status_code == 200, (page, answer.status_code)
-            pages[f"flower {page}"] = answer.text
+        worker = next(w for w in json.loads(pages["flower /api/workers"]) if w.startswith(f"{agent_id}@"))
+        tasks = page("/api/tasks") or "{}"
+        pages["flower /api/tasks"] = tasks
+        paths = ["/broker", "/workers", "/tasks", f"/worker/{worker}"]
+        for path in paths + [f"/task/{task_id}" for task_id in json.loads(tasks)]:
+            answer = http.get(path)
+            assert answer.status_code == 200, (path, answer.status_code)
+            pages[f"flower {path}"] = answer.text
     return pages
 
 
