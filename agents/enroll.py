@@ -106,12 +106,29 @@ def _enroll_and_wait(settings: AgentSettings, key: Ed25519PrivateKey, poll_s: fl
             log.warning("agent %s admitted: starting with its own credentials", settings.id)
             return answer
         if answer.state in ("denied", "revoked"):
-            raise Refused(
-                f"agent {settings.id} was {answer.state} by the operator of the engine at "
-                f"{redact(settings.engine_url)}: it does not start. Ask them to admit it "
-                f"(`converge agents admit {settings.id}`)"
-            )
+            raise Refused(_turned_away(settings, answer.state, "it does not start"))
         time.sleep(poll_s)
+
+
+def refusal(settings: AgentSettings) -> str | None:
+    """Why a running agent must stop: the operator denied or revoked it since it was admitted (Redis then
+    refuses its user). None while the engine still admits it, or cannot be asked now."""
+    try:
+        key = signing.load_or_create(settings.agent_dir / KEY_FILE)
+        answer = EngineApi(settings.engine_url, "", settings.engine_ca).admission(proof(settings.id, key))
+    except (OSError, ValueError, EngineApiError) as exc:
+        log.warning("cannot ask the engine whether this agent is still admitted: %s", exc)
+        return None
+    if answer.state in ("denied", "revoked"):
+        return _turned_away(settings, answer.state, "it stops")
+    return None
+
+
+def _turned_away(settings: AgentSettings, state: str, outcome: str) -> str:
+    return (
+        f"agent {settings.id} was {state} by the operator of the engine at {redact(settings.engine_url)}: "
+        f"{outcome}. Ask them to admit it (`converge agents admit {settings.id}`)"
+    )
 
 
 def proof(agent_id: str, key: Ed25519PrivateKey, now: float | None = None) -> StatusRequest:

@@ -48,6 +48,10 @@ class Link:
             self._flag.value = 1
             self.on_cut_off(self.failures)
 
+    def end_steps(self) -> None:
+        """Have the step watchers end every running step now: the agent stops, its steps run elsewhere."""
+        self._flag.value = 1
+
     def succeeded(self) -> None:
         was_cut_off = self.cut_off
         self.failures = 0
@@ -91,6 +95,9 @@ class Heartbeat:
         # Another run took this agent's id (this one was silent for longer than its TTL): by default this
         # process stops as if asked to (SIGTERM), since two agents of one id would share a queue.
         self.on_displaced: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
+        # Redis refuses the agent's user (its password is wrong, or the engine deleted it): True when the
+        # agent must stop for it (an enrolled agent the operator revoked); by default it tries again.
+        self.on_refused: Callable[[], bool] = lambda: False
 
     def start(self) -> None:
         self.tick()
@@ -114,17 +121,26 @@ class Heartbeat:
             log.error("%s: this agent was silent for longer than its TTL; it stops", exc)
             self._stop.set()
             self.on_displaced()
+        except redis.AuthenticationError as exc:
+            if self.on_refused():
+                self._stop.set()
+                self.link.end_steps()
+            else:
+                self._failed(exc)
         except redis.RedisError as exc:
-            self.link.failed()
-            failures, limit = self.link.failures, self.link.max_failures
-            if failures <= limit:
-                log.warning(
-                    "heartbeat failed (%d of %d before this agent ends its steps): %s", failures, limit, exc
-                )
-            elif failures % 30 == 0:  # cut off: say so now and then, not every beat
-                log.warning("still cannot reach Redis after %d heartbeats: %s", failures, exc)
+            self._failed(exc)
         else:
             self.link.succeeded()
+
+    def _failed(self, exc: redis.RedisError) -> None:
+        self.link.failed()
+        failures, limit = self.link.failures, self.link.max_failures
+        if failures <= limit:
+            log.warning(
+                "heartbeat failed (%d of %d before this agent ends its steps): %s", failures, limit, exc
+            )
+        elif failures % 30 == 0:  # cut off: say so now and then, not every beat
+            log.warning("still cannot reach Redis after %d heartbeats: %s", failures, exc)
 
     def _loop(self) -> None:
         due = time.monotonic()

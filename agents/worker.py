@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import signal
 import sqlite3
 import uuid
 from importlib.metadata import PackageNotFoundError, version
@@ -13,6 +15,7 @@ import redis
 from celery import Celery, signals
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agents import enroll
 from agents.config import AgentSettings, ConfigError
 from agents.connection import fail_fast
 from agents.courier import Courier
@@ -27,7 +30,7 @@ from agents.runner import StepRunner
 from agents.verify import Gate, load_engine_key
 from common import names, signing
 from common.celery_app import make_app, queue
-from common.errors import Unreachable
+from common.errors import Refused, Unreachable
 from common.models import StepMessage
 from common.settings import redact
 from workflows.registry import default_registry
@@ -106,6 +109,24 @@ def trusted_event_key(settings: AgentSettings) -> bytes:
         ) from exc
 
 
+def stop_when_turned_away(settings: AgentSettings, heartbeat: Heartbeat) -> list[str]:
+    """Have the agent stop when Redis refuses its user because the operator denied or revoked it since: the
+    list the reason goes in, for `run` to raise once Celery has shut down."""
+    turned_away: list[str] = []
+
+    def on_refused() -> bool:
+        why = enroll.refusal(settings)
+        if why is None:
+            return False
+        log.error("%s; ending its running steps, which the engine has queued again", why)
+        turned_away.append(why)
+        os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown, with no step left to wait for
+        return True
+
+    heartbeat.on_refused = on_refused
+    return turned_away
+
+
 def run(settings: AgentSettings, event_key: bytes | None = None) -> None:
     """Run the agent until it is stopped (SIGTERM or Ctrl-C). Raises Unreachable if Redis is not there.
 
@@ -176,6 +197,8 @@ def run(settings: AgentSettings, event_key: bytes | None = None) -> None:
         courier.wake()
 
     link.on_cut_off, link.on_restored = on_cut_off, on_restored
+    # an enrolled agent: Redis refusing its user may mean the operator revoked it
+    turned_away = stop_when_turned_away(settings, heartbeat) if registered is None else []
 
     def on_ready(sender: Any = None, **_: Any) -> None:
         courier.start()
@@ -208,3 +231,5 @@ def run(settings: AgentSettings, event_key: bytes | None = None) -> None:
             "--without-mingle",
         ]
     )
+    if turned_away:
+        raise Refused(turned_away[0])

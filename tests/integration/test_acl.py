@@ -1,13 +1,12 @@
 """Each agent's own Redis user on a real Redis: its role's queue and its own, nothing of another role's.
 
-A real agent runs with the user the engine grants it (through the same scripts, queues and Celery worker
-as always), and once the user is revoked it can no longer reach Redis at all.
+That a real agent runs with the user its admission grants it, and stops once revoked, is shown end to end
+in test_admission.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -15,7 +14,6 @@ import redis
 from common import names
 from common.localredis import LocalRedis
 from engine import acl
-from tests.integration.conftest import Cluster, desired_state, wait_for
 
 
 @pytest.fixture
@@ -59,34 +57,3 @@ def test_an_agent_of_role_a_cannot_read_or_write_role_bs_queue(
         with pytest.raises(redis.exceptions.NoPermissionError):
             call()
     assert admin.lrange(names.role_queue("beta"), 0, -1) == [b"a step of beta"]
-
-
-def test_an_agent_runs_with_its_own_user_and_is_cut_off_when_it_is_revoked(
-    cluster: Cluster, redis_server: LocalRedis, admin: redis.Redis, tmp_path: Path
-) -> None:
-    password = acl.grant(admin, "web-1", ["web"])
-    engine_url = cluster.env["CONVERGE_BROKER_URL"]
-    cluster.env["CONVERGE_BROKER_URL"] = acl.url_for(engine_url, "web-1", password)
-    try:
-        cluster.start_agent("web", agent_id="web-1")
-    finally:
-        cluster.env["CONVERGE_BROKER_URL"] = engine_url
-    desired = cluster.write(
-        "acl.yaml",
-        desired_state(
-            "acl", f"  - {{kind: file, name: f, role: web, spec: {{path: {tmp_path}/f, content: x}}}}\n"
-        ),
-    )
-
-    applied = cluster.apply(desired)
-
-    assert applied["exit_code"] == 0, applied
-    assert (tmp_path / "f").read_text() == "x"
-    log = (cluster.logs / "agent-web-1.log").read_text()
-    assert "NOPERM" not in log and "no permissions" not in log, log
-
-    acl.revoke(admin, "web-1")
-
-    wait_for(lambda: cluster.agent_state("web-1") == "unavailable", 30, "the revoked agent to be unavailable")
-    with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis.from_url(acl.url_for(engine_url, "web-1", password)).ping()

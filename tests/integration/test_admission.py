@@ -68,7 +68,7 @@ def test_a_pending_agent_gets_nothing_until_admitted_and_loses_redis_and_the_api
     tls_cluster: Cluster, tmp_path: Path
 ) -> None:
     cluster = tls_cluster
-    start_enrolling(cluster, "web-1", "web")
+    agent = start_enrolling(cluster, "web-1", "web")
     wait_for(lambda: agent_entry(cluster, "web-1").get("state") == "pending", 60, "web-1 to wait")
     target = tmp_path / "admitted.txt"
     desired = cluster.write(
@@ -98,6 +98,8 @@ def test_a_pending_agent_gets_nothing_until_admitted_and_loses_redis_and_the_api
     assert admitted.returncode == 0, admitted.stderr
     wait_for(lambda: workflow_state(cluster, workflow_id)["state"] == "succeeded", 60, "the workflow")
     assert target.read_text() == "x"
+    log = (cluster.logs / "agent-web-1.log").read_text()
+    assert "NOPERM" not in log and "no permissions" not in log, log  # its own user is enough to run
     folder = cluster.workdir / "agent-state" / "web-1"
     for private in ("agent.key", "admission.json"):
         assert oct((folder / private).stat().st_mode & 0o777) == "0o600"
@@ -119,6 +121,11 @@ def test_a_pending_agent_gets_nothing_until_admitted_and_loses_redis_and_the_api
     assert acl.user_name("web-1") not in redis_users_connected(cluster)
     entry = agent_entry(cluster, "web-1")
     assert (entry["state"], entry["admission"]) == ("unavailable", "revoked")
+    # the revoked agent, still running, stops instead of knocking on Redis's door for ever
+    wait_for(lambda: agent.poll() is not None, 60, "the revoked agent to exit")
+    assert agent.returncode == 1
+    log = (cluster.logs / "agent-web-1.log").read_text()
+    assert "agent web-1 was revoked by the operator" in log and "Traceback" not in log, log
 
 
 def enroll_with(http: httpx.Client, key: Ed25519PrivateKey) -> httpx.Response:
