@@ -109,11 +109,15 @@ def test_a_partition_ends_the_long_step_before_it_runs_again_and_the_kept_outcom
     wait_for(lambda: time.time() - cut_at >= PARTITION_S, PARTITION_S + 5, "the partition to last")
     proxy.heal()
 
-    done = wait_for(
-        lambda: (wf := workflow(cluster, workflow_id))["state"] in ("succeeded", "failed") and wf,
-        90,
-        "the workflow to finish after the partition",
-    )
+    try:
+        done = wait_for(
+            lambda: (wf := workflow(cluster, workflow_id))["state"] in ("succeeded", "failed") and wf,
+            90,
+            "the workflow to finish after the partition",
+        )
+    except AssertionError as exc:  # what the agent and the engine said, to tell a hang from a slow heal
+        tails = {name: (cluster.logs / f"{name}.log").read_text()[-6000:] for name in ("agent-a1", "engine")}
+        raise AssertionError(f"{exc}\nsteps: {steps(cluster, workflow_id)}\nlogs: {tails}") from None
     assert done["state"] == "succeeded", done
     by_name = {s["resource"]: s for s in done["steps"]}
 
