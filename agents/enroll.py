@@ -7,7 +7,8 @@ until the operator admits or denies it. Until then it has no broker credentials 
 Admitted, it keeps what the engine gave it (its broker URL with its own Redis user, its API token and the
 engine's public key) in its state folder, readable by its user only, and runs as usual with them; denied or
 revoked, it exits 1. An agent given a working broker URL and no `engine_url` (or its own token) does not
-enroll: that is the trusted path, for agents on the engine's own host (`converge up`'s).
+enroll: that is the trusted path, for agents on the engine's own host (`converge up`'s enroll, and it
+admits them).
 """
 
 from __future__ import annotations
@@ -31,13 +32,12 @@ from agents.config import AgentSettings
 from agents.engine_api import EngineApi, EngineApiError
 from common import signing
 from common.errors import Refused
-from common.models import Admission, EnrollRequest, StatusRequest
+from common.models import ADMISSION_FILE, Admission, EnrollRequest, StatusRequest
 from common.settings import redact
 
 log = logging.getLogger("converge.agent")
 
 KEY_FILE = "agent.key"
-ADMISSION_FILE = "admission.json"
 ENGINE_KEY_FILE = "engine.pub"
 POLL_S = 2.0
 

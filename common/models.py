@@ -219,6 +219,10 @@ class StatusRequest(BaseModel):
         return f"{agent_id}|{at_ms}".encode()
 
 
+# Where an agent keeps its Admission, in its state folder (readable by its user only).
+ADMISSION_FILE = "admission.json"
+
+
 class Admission(BaseModel):
     """The engine's answer to an agent about its enrollment; once admitted, the credentials it runs with:
     its broker URL (its own Redis user), its API token, the engine's public key for signed steps, and the

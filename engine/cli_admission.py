@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import click
 
 from engine import render
@@ -18,8 +16,7 @@ _DONE = {
 
 
 def _decide(action: str, agent_id: str, as_json: bool, url: str | None) -> None:
-    # EngineClient has no call for these yet: its one request path keeps its error handling.
-    answer = client_for(url)._call("POST", f"/v1/agents/{quote(agent_id, safe='')}/{action}")
+    answer = client_for(url).decide(action, agent_id)
     if as_json:
         render.emit_json(answer)
     else:

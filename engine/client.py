@@ -145,6 +145,10 @@ class EngineClient:
         """Remove a gone agent's announcement: Refused while it is alive, NotFound if unknown."""
         self._call("DELETE", f"/v1/agents/{quote(agent_id, safe='')}")
 
+    def decide(self, action: str, agent_id: str) -> Any:
+        """The operator's decision on an enrolled agent: admit, deny or revoke; the engine's answer."""
+        return self._call("POST", f"/v1/agents/{quote(agent_id, safe='')}/{action}")
+
     def dead_letters(self, limit: int = 100) -> tuple[list[DeadLetter], int]:
         """The oldest `limit` dead letters, and how many there are."""
         body = self._call("GET", "/v1/dead-letters", params={"limit": limit})

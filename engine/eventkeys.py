@@ -4,7 +4,7 @@ Every status event carries its agent's MAC over its exact bytes (common.signing)
 agent is derived from the engine's secret (CONVERGE_HOME/keys/events.key), its id and the public key it
 enrolled with, and handed to it once admitted: the engine keeps nothing more, and answers only for an
 agent that is admitted now, with its admitted roles. An agent that was never enrolled (one on the engine's
-own host, given the broker's own credentials: `converge up`'s) is trusted with every role; it makes its
+own host, given the broker's own credentials) is trusted with every role; it makes its
 own key and puts it in Redis (common.names.agent_event_key), where no enrolled agent's user can read or
 write. An id that enrolled is never looked up there.
 

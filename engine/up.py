@@ -2,6 +2,8 @@
 
 A private Redis, SQLite under the home folder, the engine and one agent per role of the file, each a
 child process in its own session (so that Ctrl-C reaches only `converge up`, which stops them in order).
+Its agents enroll as any agent does, and `up` admits them: each runs with its own Redis user and API token,
+so that steps that use credentials work here as on a fleet.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import IO
 
 from common.errors import ConvergeError, Unreachable
 from common.localredis import LocalRedis, free_port
-from common.models import WorkflowState
+from common.models import ADMISSION_FILE, WorkflowState
 from common.store import open_store
 from engine import auth, render
 from engine.client import EngineClient
@@ -89,11 +91,15 @@ def up(file: str | None, home: Path, *, once: bool, timeout_s: float) -> int:
         )
         children.start("engine", [sys.executable, "-m", "engine", "engine", "run"], env)
         agent_ids = [f"{socket.gethostname()}-{role}" for role in roles]
+        # Each run has a new Redis (on a new port): the credentials a last run's agents kept name a Redis
+        # that is gone, so they ask the engine again (their key and admission stay).
+        for kept in (home / "agents").glob(f"*/{ADMISSION_FILE}"):
+            kept.unlink()
         for role, agent_id in zip(roles, agent_ids, strict=True):
             children.start(
                 f"agent-{role}",
                 [sys.executable, "-m", "agents", "run", "--role", role, "--id", agent_id],
-                env,
+                _agent_env(env),
             )
         _wait_ready(client, set(agent_ids), children, home)
         view, _ = client.submit(path.read_text(encoding="utf-8"), str(path))
@@ -119,7 +125,16 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _agent_env(env: dict[str, str]) -> dict[str, str]:
+    """The agents' environment: the engine's address, and neither the broker's credentials nor a token, so
+    that they enroll like any other agent and get their own Redis user, API token and event key."""
+    agent_env = {k: v for k, v in env.items() if k not in ("CONVERGE_BROKER_URL", "CONVERGE_TOKEN")}
+    agent_env["CONVERGE_AGENT_ENGINE_URL"] = env["CONVERGE_URL"]
+    return agent_env
+
+
 def _wait_ready(client: EngineClient, agent_ids: set[str], children: Children, home: Path) -> None:
+    """Admit this run's own agents as they enroll (a later run finds them admitted), until all are active."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if children.dead():
@@ -127,8 +142,11 @@ def _wait_ready(client: EngineClient, agent_ids: set[str], children: Children, h
                 f"{', '.join(children.dead())} did not start; see the logs under {home / 'logs'}"
             )
         try:
-            alive = {a.id for a in client.agents() if a.state == "active"}
-            if agent_ids <= alive:
+            agents = client.agents()
+            for agent in agents:
+                if agent.id in agent_ids and agent.state == "pending":
+                    client.decide("admit", agent.id)
+            if agent_ids <= {a.id for a in agents if a.state == "active"}:
                 return
         except ConvergeError:
             pass

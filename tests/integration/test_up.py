@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -54,6 +55,10 @@ def test_up_once_converges_the_quickstart_then_changes_only_what_was_edited(tmp_
     changed = last_run(home)
     assert changed.pop("wait_for/db-warm-up") is False
     assert all(changed.values()), changed
+    # up admitted its own agents: each kept its own Redis user and API token, as an enrolled agent does
+    kept = [json.loads(f.read_text()) for f in (home / "agents").glob("*/admission.json")]
+    assert len(kept) == 3 and all(k["state"] == "admitted" and k["api_token"] for k in kept), kept
+    assert all("converge-agent-" in k["broker_url"] for k in kept)
     index = QUICKSTART_ROOT / "www" / "index.html"
     before = index.stat().st_mtime_ns
 
