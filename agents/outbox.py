@@ -3,10 +3,10 @@
 A small SQLite database in the agent's state folder, shared by the agent's main process and its pool
 processes (each opens its own connection after the fork):
 
-- `outbox`: a status event is written here before it is sent, and deleted once the stream has it. What
-  stays (Redis down, a partition, a crash between the two) is sent again by the main process, with backoff,
-  also after a restart. The engine's ingestion is idempotent per step, attempt and sequence number, so a
-  report sent twice changes nothing.
+- `outbox`: how an attempt ended, when the stream could not take it at once (Redis down, a partition). It
+  is sent again by the main process, with backoff, also after a restart; an attempt whose process died
+  before its report went out is still in `running`, and reported lost. The engine's ingestion is
+  idempotent per step, attempt and sequence number, so a report sent twice changes nothing.
 - `running`: the step attempts this agent runs, with the pool process running each and the process groups
   it started. The main process ends and reports as lost an attempt whose pool process died (the OOM
   killer), and, after a restart, every attempt its previous run left behind.
@@ -93,6 +93,7 @@ class Outbox:
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._started = (0, "")  # (pid, its start time) of the process that journals
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._tx() as conn:
             conn.executescript(_SCHEMA)
@@ -111,6 +112,8 @@ class Outbox:
     def begin(self, message: StepMessage) -> None:
         """Journal a step attempt this process is about to start."""
         pid = os.getpid()
+        if self._started[0] != pid:  # a process's start time does not change: read /proc once
+            self._started = (pid, process_start(pid) or "")
         with self._tx() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO running (step_id, attempt, message, run, pid, pid_start, started)"
@@ -121,7 +124,7 @@ class Outbox:
                     message.model_dump_json(),
                     self.run_id,
                     pid,
-                    process_start(pid) or "",
+                    self._started[1],
                     time.time(),
                 ),
             )
@@ -142,7 +145,8 @@ class Outbox:
                 )
 
     def forget(self, message: StepMessage) -> None:
-        """The attempt did not start here after all (another delivery had it)."""
+        """Stop journaling the attempt: it did not start here after all (another delivery had it), or the
+        stream has how it ended."""
         with self._tx() as conn:
             conn.execute(
                 "DELETE FROM running WHERE step_id = ? AND attempt = ?", (message.step_id, message.attempt)

@@ -122,15 +122,17 @@ class Reporter:
             log.debug("progress of %s not sent: %s", step.step_id, exc)
 
     def final(self, step: StepMessage, seq: int, state: str, **fields: Any) -> None:
-        """How an attempt ended: kept in the outbox (ending its journal entry) until the stream has it."""
+        """How an attempt ended: sent, or else kept in the outbox until the stream has it; either ends the
+        attempt's journal entry. A process that dies before that leaves the entry, and the main process
+        reports the attempt lost (stale to the engine if this report got through)."""
         event = self._event(step, seq, state, **fields)
-        entry = self.outbox.finish(step, event)
         try:
             self.client.xadd(names.STATUS_STREAM, self.entry(event))
         except redis.RedisError as exc:
+            self.outbox.finish(step, event)
             log.warning("report of step %s (%s) kept to send later: %s", step.step_id, state, exc)
             return
-        self.outbox.sent([entry])
+        self.outbox.forget(step)  # one transaction on the hot path, not two
 
     def flush(self, step_id: str) -> None:
         """Send what the outbox still holds for a step, before a new attempt of it claims its place in the
