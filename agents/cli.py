@@ -21,7 +21,7 @@ from common.settings import redact
 handle_errors = common_cli.handle_errors("converge-agent")
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(worker.converge_version(), prog_name="converge-agent")
 def main() -> None:
     """Converge agent: runs the steps of its roles on this host."""

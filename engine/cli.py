@@ -69,7 +69,14 @@ def read_desired(path: str) -> str:
     return Path(path).read_text(encoding="utf-8")
 
 
-@click.group()
+# `plan --detailed-exitcode`, as Terraform's: 0 when nothing would change, 4 when something would.
+NO_CHANGES = 0
+CHANGES_PENDING = 4
+# -h as well as --help, on every command (subcommands inherit it from the group's context).
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="converge", prog_name="converge")
 def main() -> None:
     """Converge: declare what your hosts must look like; agents make it so."""
@@ -263,10 +270,15 @@ def finish(
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help=f"Exit {NO_CHANGES} when nothing would change and {CHANGES_PENDING} when something would (for CI).",
+)
 @json_option
 @url_option
 @handle_errors
-def plan(file: str, as_json: bool, url: str | None) -> None:
+def plan(file: str, detailed_exitcode: bool, as_json: bool, url: str | None) -> None:
     """Show what applying FILE would change, as observed by the agents, changing nothing."""
     source = read_desired(file)
     results = client_for(url).plan(source, file)
@@ -284,6 +296,8 @@ def plan(file: str, as_json: bool, url: str | None) -> None:
         render.plan_report(results)
     if any(r.error for r in results):
         sys.exit(1)
+    if detailed_exitcode and any(r.change and r.change.action != "none" for r in results):
+        sys.exit(CHANGES_PENDING)
 
 
 @main.group()

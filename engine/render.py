@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -150,6 +151,16 @@ def plan_report(results: Sequence[CheckResult]) -> None:
         elif r.change and r.change.action != "none" and r.change.diff:
             console.print(f"[bold]{r.resource}[/] ({r.change.action})")
             console.print(r.change.diff, markup=False, highlight=False)
+    console.print(plan_summary(results), highlight=False)
+
+
+def plan_summary(results: Sequence[CheckResult]) -> str:
+    """`plan`'s last line: "2 to create, 1 to change, 5 unchanged" (and the resources it could not check)."""
+    actions = Counter("error" if r.error else (r.change.action if r.change else "none") for r in results)
+    line = f"{actions['create']} to create, {actions['update']} to change, {actions['none']} unchanged"
+    if actions["error"]:
+        line += f", {actions['error']} could not be checked"
+    return line
 
 
 def follow(fetch: Callable[[], WorkflowView], timeout_s: float | None, live: bool) -> WorkflowView:

@@ -110,12 +110,19 @@ def test_plan_lists_creates_then_nothing_then_exactly_the_hand_edit(cluster: Clu
         "wait_for/pause": "none",  # a wait changes nothing on the host
     }
     assert not root.exists(), "plan must change nothing"
+    pending = cluster.cli("plan", str(desired), "--detailed-exitcode")
+    assert pending.returncode == 4, pending.stderr  # changes pending, as Terraform's -detailed-exitcode
+    assert pending.stdout.rstrip().endswith("4 to create, 0 to change, 1 unchanged"), pending.stdout
 
     assert cluster.apply(desired)["exit_code"] == 0
     converged = json.loads(cluster.cli("plan", str(desired), "--json").stdout)["changes"]
     assert {c["action"] for c in converged} == {"none"}
+    up_to_date = cluster.cli("plan", str(desired), "--detailed-exitcode", "--json")
+    assert up_to_date.returncode == 0, up_to_date.stderr
 
     (root / "www" / "index.html").write_text("edited by hand\n")
+    summary = cluster.cli("plan", str(desired)).stdout.rstrip().splitlines()[-1]
+    assert summary == "0 to create, 1 to change, 4 unchanged"
     edited = json.loads(cluster.cli("plan", str(desired), "--json").stdout)["changes"]
     updates = [c for c in edited if c["action"] != "none"]
     assert [(c["resource"], c["action"]) for c in updates] == [("file/index", "update")]
