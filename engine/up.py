@@ -28,6 +28,7 @@ from workflows.registry import default_registry
 from workflows.spec import load_file
 
 UP_TOKEN = "up"
+DEFAULT_API_PORT = 8765  # the CLI's default CONVERGE_URL
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
 
 
@@ -76,7 +77,7 @@ def up(file: str | None, home: Path, *, once: bool, timeout_s: float) -> int:
         env.update(
             CONVERGE_BROKER_URL=broker.url,
             CONVERGE_STORE_URL=f"sqlite:///{home / 'converge.db'}",
-            CONVERGE_API_BIND=f"127.0.0.1:{free_port()}",
+            CONVERGE_API_BIND=f"127.0.0.1:{_api_port()}",
             CONVERGE_AGENT_STATE_DIR=str(home / "agents"),
             CONVERGE_AGENT_ENGINE_KEY=str(home / SIGNING_PUBLIC),
             CONVERGE_HOME=str(home),
@@ -119,6 +120,17 @@ def up(file: str | None, home: Path, *, once: bool, timeout_s: float) -> int:
     finally:
         children.stop()
         broker.stop()
+
+
+def _api_port() -> int:
+    """The CLI's default port (8765) when it is free, so that `converge` in another terminal finds the
+    engine without CONVERGE_URL; else any free one."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", DEFAULT_API_PORT))
+        except OSError:
+            return free_port()
+    return DEFAULT_API_PORT
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -168,9 +180,10 @@ def _own_token(store_url: str) -> str:
 def _how_to_look(workflow_id: str, env: dict[str, str], token: str, *, once: bool) -> None:
     url, broker = env["CONVERGE_URL"], env["CONVERGE_BROKER_URL"]
     when = "these addresses live while `converge up` runs; without --once it keeps running" if once else ""
+    scripts = Path(sys.executable).parent  # where `converge` and `celery` were installed, maybe not on PATH
     render.console.print(
         f"\nHow to look at it{f' ({when})' if when else ''}, from another terminal:\n"
-        f"  export CONVERGE_URL={url} CONVERGE_TOKEN={token}\n"
+        f'  export PATH="{scripts}:$PATH" CONVERGE_URL={url} CONVERGE_TOKEN={token}\n'
         f"  converge workflows show {workflow_id}\n"
         f"  converge agents list\n"
         f"  CONVERGE_BROKER_URL={broker} celery -A common.flower_app flower\n",
