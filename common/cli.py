@@ -2,11 +2,15 @@
 
 Exit codes are CLI.md's: 1 failed or refused, 2 bad input, 3 unreachable; 130 on Ctrl-C. Settings errors
 are bad input: `load_settings` and the agent's `config.load` raise them as `BadInput`, before anything starts.
+Under `--json` the error is also one JSON document on stdout, where the command's document would have been:
+`{"error", "exit_code", "problems"}` (`problems`: what a desired-state file had wrong, each with its file,
+line and field; empty otherwise).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -25,8 +29,19 @@ def fail(prog: str, code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
+def error_document(exc: ConvergeError) -> dict[str, Any]:
+    """An error as `--json` prints it."""
+    problems = getattr(exc, "problems", None) or []
+    return {
+        "error": str(exc),
+        "exit_code": exc.exit_code,
+        "problems": [p.model_dump() if hasattr(p, "model_dump") else {"message": str(p)} for p in problems],
+    }
+
+
 def handle_errors(prog: str) -> Callable[[F], F]:
-    """A decorator for the commands of `prog`: every Converge or settings error becomes a message."""
+    """A decorator for the commands of `prog`: every Converge or settings error becomes a message (and,
+    for a command given `--json`, a JSON document on stdout too)."""
 
     def decorate(func: F) -> F:
         @functools.wraps(func)
@@ -34,6 +49,8 @@ def handle_errors(prog: str) -> Callable[[F], F]:
             try:
                 return func(*args, **kwargs)
             except ConvergeError as exc:
+                if kwargs.get("as_json") is True:
+                    click.echo(json.dumps(error_document(exc), ensure_ascii=False))
                 fail(prog, exc.exit_code, str(exc))
             except KeyboardInterrupt:
                 fail(prog, INTERRUPTED, "interrupted")

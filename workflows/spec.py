@@ -202,7 +202,7 @@ def _parse(text: str, filename: str, limits: Limits) -> yamldoc.Document:
         message = "the YAML is nested too deeply: flatten it"
         raise SpecError([Problem(file=filename, message=message)]) from None
     if document is None:
-        message = "the file is empty: write a DesiredState document (see CLI.md, 'The desired-state file')"
+        message = "the file is empty: write a DesiredState document (docs/file-format.md describes one)"
         raise SpecError([Problem(file=filename, line=1, message=message)])
     return document
 

@@ -101,6 +101,14 @@ def test_bad_input_exits_2_names_file_line_and_field_and_stores_nothing(
         assert location in message, message
         assert field in message, message
         assert words in message, message
+    # under --json the same error is one JSON document on stdout: error, exit code, and each problem
+    as_json = cluster.cli("apply", str(path), "--json")
+    assert as_json.returncode == 2, as_json.stderr
+    document = json.loads(as_json.stdout)
+    assert document["exit_code"] == 2 and words in document["error"], document
+    assert any(p["field"] == field and (line is None or p["line"] == line) for p in document["problems"]), (
+        document
+    )
     assert stored_rows(cluster) == 0
     assert json.loads(cluster.cli("workflows", "list", "--json").stdout) == []
 
