@@ -7,8 +7,8 @@ until the operator admits or denies it. Until then it has no broker credentials 
 Admitted, it keeps what the engine gave it (its broker URL with its own Redis user, its API token and the
 engine's public key) in its state folder, readable by its user only, and runs as usual with them; denied or
 revoked, it exits 1. An agent given a working broker URL and no `engine_url` (or its own token) does not
-enroll: that is the trusted path, for agents on the engine's own host (`converge up`'s enroll, and it
-admits them).
+enroll: that is the trusted path, for agents on the engine's own host (`converge up`'s do enroll, and
+`up` admits them).
 """
 
 from __future__ import annotations
