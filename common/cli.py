@@ -35,7 +35,7 @@ def error_document(exc: ConvergeError) -> dict[str, Any]:
     return {
         "error": str(exc),
         "exit_code": exc.exit_code,
-        "problems": [p.model_dump() if hasattr(p, "model_dump") else {"message": str(p)} for p in problems],
+        "problems": [p.model_dump() for p in problems],  # workflows.spec.Problem
     }
 
 
