@@ -18,7 +18,7 @@ from common import cli as common_cli
 from common.models import WorkflowState, WorkflowView
 from common.settings import load_settings
 from common.store import SqlStore, open_store
-from engine import deadletters, render
+from engine import deadletters, recap, render
 from engine.client import EngineClient
 from engine.deadletters import DeadLetter
 from workflows.registry import default_registry
@@ -252,11 +252,15 @@ def finish(
     warnings: list[str] | None = None,
 ) -> None:
     """Print a workflow (and, in JSON, the warnings of its apply) and exit with the code of CLI.md."""
+    counts = recap.recap(view.steps or [])
     if as_json:
-        extra = {} if warnings is None else {"warnings": warnings}
+        extra: dict[str, Any] = {} if warnings is None else {"warnings": warnings}
+        if waited:
+            extra["recap"] = counts
         render.emit_json({"workflow": view.model_dump(mode="json"), **extra})
     elif waited:
         render.workflow_detail(view)
+        render.recap_report(counts)
     else:
         click.echo(f"workflow {view.id} {view.state}: follow it with `converge workflows show {view.id}`")
     if not waited:
@@ -508,12 +512,18 @@ def _dead_letters_table(letters: list[DeadLetter], total: int) -> None:
 )
 @click.option("--once", is_flag=True, help="Exit when it converges, with the exit code of `apply --wait`.")
 @click.option("--timeout", "timeout_s", type=float, default=600.0, help="Give up converging after S seconds.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="No live display: once converged, print one JSON document (the workflow, its recap, the addresses).",
+)
 @handle_errors
-def up(file: str | None, home: str, once: bool, timeout_s: float) -> None:
+def up(file: str | None, home: str, once: bool, timeout_s: float, as_json: bool) -> None:
     """The whole system on this machine: Redis, the store, the engine, one agent per role; then apply FILE."""
     from engine import up as embedded
 
-    sys.exit(embedded.up(file, Path(home), once=once, timeout_s=timeout_s))
+    sys.exit(embedded.up(file, Path(home), once=once, timeout_s=timeout_s, as_json=as_json))
 
 
 def _add_commands() -> None:

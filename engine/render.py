@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from common.models import FINISHED_STEP, FINISHED_WORKFLOW, AgentView, CheckResult, StepView, WorkflowView
+from engine import recap
 
 
 def _console(stderr: bool = False) -> Console:
@@ -161,6 +162,13 @@ def plan_summary(results: Sequence[CheckResult]) -> str:
     if actions["error"]:
         line += f", {actions['error']} could not be checked"
     return line
+
+
+def recap_report(counts: recap.Recap) -> None:
+    """The recap that ends `apply --wait`: a line per role and one for the total."""
+    console.print("recap:", style="bold")
+    for line in recap.lines(counts):
+        console.print(f"  {line}", highlight=False)
 
 
 def follow(fetch: Callable[[], WorkflowView], timeout_s: float | None, live: bool) -> WorkflowView:

@@ -19,9 +19,9 @@ from typing import IO
 
 from common.errors import ConvergeError, Unreachable
 from common.localredis import LocalRedis, free_port
-from common.models import ADMISSION_FILE, WorkflowState
+from common.models import ADMISSION_FILE, WorkflowState, WorkflowView
 from common.store import open_store
-from engine import auth, render
+from engine import auth, recap, render
 from engine.client import EngineClient
 from engine.service import SIGNING_PUBLIC, signing_key
 from workflows.registry import default_registry
@@ -63,8 +63,9 @@ class Children:
             log.close()
 
 
-def up(file: str | None, home: Path, *, once: bool, timeout_s: float) -> int:
-    """Start everything, apply FILE (default: the quick start), show progress; returns the exit code."""
+def up(file: str | None, home: Path, *, once: bool, timeout_s: float, as_json: bool = False) -> int:
+    """Start everything, apply FILE (default: the quick start), show progress; returns the exit code.
+    With `as_json`, no live display: once the workflow finishes, one JSON document (`_document`)."""
     path = Path(file) if file else QUICKSTART
     desired = load_file(path, default_registry())
     roles = sorted({r.role for r in desired.resources if r.role})
@@ -104,9 +105,14 @@ def up(file: str | None, home: Path, *, once: bool, timeout_s: float) -> int:
             )
         _wait_ready(client, set(agent_ids), children, home)
         view, _ = client.submit(path.read_text(encoding="utf-8"), str(path))
-        view = render.follow(lambda: client.workflow(view.id), timeout_s, live=True)
-        render.workflow_detail(view)
-        _how_to_look(view.id, env, token, once=once)
+        view = render.follow(lambda: client.workflow(view.id), timeout_s, live=not as_json)
+        counts = recap.recap(view.steps or [])
+        if as_json:
+            render.emit_json(_document(view, counts, env, token, home))
+        else:
+            render.workflow_detail(view)
+            render.recap_report(counts)
+            _how_to_look(view.id, env, token, once=once)
         code = 0 if view.state == WorkflowState.SUCCEEDED else 1
         if once:
             return code
@@ -175,6 +181,28 @@ def _own_token(store_url: str) -> str:
         return auth.create(store, UP_TOKEN, auth.Role.ADMIN)
     finally:
         store.close()
+
+
+def _document(
+    view: WorkflowView, counts: recap.Recap, env: dict[str, str], token: str, home: Path
+) -> dict[str, object]:
+    """`up --json`: the workflow as `apply --json` gives it, its recap, and where the running system is."""
+    return {
+        "workflow": view.model_dump(mode="json"),
+        "recap": counts,
+        "url": env["CONVERGE_URL"],
+        "token": token,
+        "broker_url": env["CONVERGE_BROKER_URL"],
+        "home": str(home),
+        "logs": str(home / "logs"),
+        "export": _export_line(env, token),
+    }
+
+
+def _export_line(env: dict[str, str], token: str) -> str:
+    """The shell line under which `converge ...` works in another terminal, as printed."""
+    scripts = Path(sys.executable).parent  # where `converge` and `celery` were installed, maybe not on PATH
+    return f'export PATH="{scripts}:$PATH" CONVERGE_URL={env["CONVERGE_URL"]} CONVERGE_TOKEN={token}'
 
 
 def _how_to_look(workflow_id: str, env: dict[str, str], token: str, *, once: bool) -> None:

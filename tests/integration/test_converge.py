@@ -69,6 +69,12 @@ def test_apply_converges_then_reapply_changes_nothing_and_touches_nothing(
     # dependencies were respected: a dependent never started before what it depends on finished
     assert steps["file/index"]["started_at"] >= steps["directory/www"]["finished_at"]
     assert steps["command/stamp"]["started_at"] >= steps["file/index"]["finished_at"]
+    nothing = {"ok": 0, "changed": 0, "failed": 0, "skipped": 0, "cancelled": 0, "unfinished": 0}
+    assert first["recap"] == {
+        "db": nothing | {"ok": 1, "changed": 1},
+        "web": nothing | {"changed": 3},
+        "total": nothing | {"ok": 1, "changed": 4},
+    }
 
     mtimes = {p: p.stat().st_mtime_ns for p in [root / "www" / "index.html", root / "stamp"]}
     second = cluster.apply(desired)
@@ -77,6 +83,16 @@ def test_apply_converges_then_reapply_changes_nothing_and_touches_nothing(
     assert second["workflow"]["id"] != workflow["id"]
     assert [s["changed"] for s in second["workflow"]["steps"]] == [False] * 5
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert second["recap"]["total"] == nothing | {"ok": 5}
+
+    shown = cluster.cli("apply", str(desired), "--wait", "--timeout", "90")
+    assert shown.returncode == 0, shown.stderr
+    recap = shown.stdout[shown.stdout.index("recap:") :].split()
+    assert recap == [
+        *["recap:", "db", "ok=2", "changed=0", "failed=0", "skipped=0"],
+        *["web", "ok=3", "changed=0", "failed=0", "skipped=0"],
+        *["total", "ok=5", "changed=0", "failed=0", "skipped=0"],
+    ]
 
 
 def test_a_hand_edit_is_the_only_change_the_next_apply_makes(cluster: Cluster, tmp_path: Path) -> None:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from engine.up import QUICKSTART
+from tests.integration.conftest import wait_for
 
 QUICKSTART_ROOT = "/tmp/converge-quickstart"
 
@@ -28,10 +32,10 @@ def quickstart_under(tmp_path: Path) -> tuple[Path, Path]:
     return desired, root
 
 
-def up_once(home: Path, desired: Path) -> subprocess.CompletedProcess[str]:
+def up_once(home: Path, desired: Path, *options: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGE_")}
     return subprocess.run(
-        [sys.executable, "-m", "engine", "up", "--once", str(desired), "--home", str(home)],
+        [sys.executable, "-m", "engine", "up", "--once", str(desired), "--home", str(home), *options],
         env=env,
         capture_output=True,
         text=True,
@@ -74,10 +78,17 @@ def test_up_once_converges_the_quickstart_then_changes_only_what_was_edited(tmp_
     index = root / "www" / "index.html"
     before = index.stat().st_mtime_ns
 
-    second = up_once(home, desired)
+    assert "recap:" in first.stdout
+    second = up_once(home, desired, "--json")
 
     assert second.returncode == 0, second.stderr[-3000:]
     assert not any(last_run(home).values())
+    document = json.loads(second.stdout)
+    steps = len(document["workflow"]["steps"])
+    assert document["workflow"]["state"] == "succeeded"
+    assert document["recap"]["total"] == dict.fromkeys(document["recap"]["total"], 0) | {"ok": steps}
+    assert document["export"].startswith('export PATH="')
+    assert f"CONVERGE_URL={document['url']} " in document["export"]
     assert index.stat().st_mtime_ns == before
 
     (root / "db" / "db.conf").write_text("max_connections = 5000\n")
@@ -90,3 +101,74 @@ def test_up_once_converges_the_quickstart_then_changes_only_what_was_edited(tmp_
         not list((home / "logs").glob("*.log"))
         or "Traceback" not in (home / "logs" / "engine.log").read_text()
     )
+
+
+def test_the_commands_up_prints_work_as_printed_in_another_shell(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    desired, _ = quickstart_under(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGE_")}
+    # Another shell: nothing of this one's PATH but the system's, so `converge` is found only as printed.
+    shell_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out, err = tmp_path / "up.out", tmp_path / "up.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "up", str(desired), "--home", str(home)],
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or "converge is running" in err.read_text(),
+            timeout_s=180,
+            what="converge up to converge and keep running",
+        )
+        assert proc.poll() is None, err.read_text()[-3000:]
+        printed = [line.strip() for line in out.read_text().splitlines()]
+        start = printed.index(next(line for line in printed if line.startswith("export PATH=")))
+        export, commands = printed[start], [line for line in printed[start + 1 :] if line]
+        assert any(c.startswith("converge workflows show ") for c in commands), printed
+        for command in (c for c in commands if c.startswith("converge ")):
+            ran = subprocess.run(
+                ["bash", "-c", f"{export}\n{command}"],
+                env=shell_env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert ran.returncode == 0, (command, ran.stdout, ran.stderr)
+        flower = next(c for c in commands if "flower" in c)
+        flower_log = tmp_path / "flower.log"
+        with flower_log.open("wb") as log:
+            served = subprocess.Popen(
+                ["bash", "-c", f"{export}\n{flower}"],
+                env=shell_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            wait_for(
+                lambda: served.poll() is not None or _answers("http://127.0.0.1:5555/"),
+                timeout_s=60,
+                what="Flower on its default port",
+            )
+            assert served.poll() is None, flower_log.read_text()[-3000:]
+        finally:
+            if served.poll() is None:
+                os.killpg(served.pid, signal.SIGTERM)
+            served.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return False
+    return True
