@@ -6,6 +6,12 @@ The real parts are the integration tests' own (a private Redis, the engine and a
 
 from __future__ import annotations
 
-from tests.integration.conftest import cluster, postgres_url, redis_server, tls_cluster
+from tests.integration.conftest import (
+    cluster,
+    postgres_url,
+    quickstart_left_alone,
+    redis_server,
+    tls_cluster,
+)
 
-__all__ = ["cluster", "postgres_url", "redis_server", "tls_cluster"]
+__all__ = ["cluster", "postgres_url", "quickstart_left_alone", "redis_server", "tls_cluster"]

@@ -50,6 +50,23 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = 
         time.sleep(0.05)
 
 
+# Where the quick start writes, and where a user may be looking: no test may touch it.
+QUICKSTART_FILES = Path("/tmp/converge-quickstart")
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {str(p): p.lstat().st_mtime_ns for p in root.rglob("*")} if root.exists() else {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quickstart_left_alone() -> Iterator[None]:
+    """Fails the session if any test created, changed or removed what is under the quick start's folder."""
+    before = (QUICKSTART_FILES.exists(), _snapshot(QUICKSTART_FILES))
+    yield
+    after = (QUICKSTART_FILES.exists(), _snapshot(QUICKSTART_FILES))
+    assert after == before, f"the tests changed {QUICKSTART_FILES}, the quick start's folder"
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
     server = LocalRedis(tmp_path_factory.mktemp("redis")).start()
