@@ -16,13 +16,14 @@ from common import cli as common_cli
 from common import names
 from common.errors import BadInput
 from common.settings import redact
+from common.version import converge_version
 
 # Every Converge error (settings errors included) becomes its message and exit code: no traceback.
 handle_errors = common_cli.handle_errors("converge-agent")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(worker.converge_version(), prog_name="converge-agent")
+@click.version_option(converge_version(), prog_name="converge-agent")
 def main() -> None:
     """Converge agent: runs the steps of its roles on this host."""
 

@@ -34,6 +34,7 @@ from common import signing
 from common.errors import Refused
 from common.models import ADMISSION_FILE, Admission, EnrollRequest, StatusRequest
 from common.settings import redact
+from common.version import converge_version
 
 log = logging.getLogger("converge.agent")
 
@@ -64,8 +65,6 @@ def admitted(settings: AgentSettings, poll_s: float = POLL_S) -> tuple[AgentSett
 
 def capabilities() -> dict[str, Any]:
     """The facts of this host the operator sees before admitting the agent."""
-    from agents.worker import converge_version  # Celery's import is only worth it once the agent runs
-
     return {
         "hostname": socket.gethostname(),
         "os_release": os_release(),

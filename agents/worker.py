@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import uuid
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import redis
@@ -33,18 +32,12 @@ from common.celery_app import make_app, queue
 from common.errors import Refused, Unreachable
 from common.models import StepMessage
 from common.settings import redact
+from common.version import converge_version
 from workflows.registry import default_registry
 
 log = logging.getLogger("converge.agent")
 
 EVENT_KEY_FILE = "event.key"  # in the agent's state folder: a trusted agent's status-event key
-
-
-def converge_version() -> str:
-    try:
-        return version("converge")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def queues_for(settings: AgentSettings) -> list[str]:

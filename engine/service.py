@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from common.celery_app import make_app
 from common.errors import BadInput, Unreachable
 from common.settings import Settings, redact, split_bind
 from common.store import open_store
+from common.version import converge_version
 from engine.api import create_api
 from engine.core import Engine
 from engine.dispatcher import Dispatcher
@@ -97,6 +100,44 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The API's socket, bound before anything else starts: a second engine on the same address stops here,
+    with nothing half-started, instead of in uvicorn's `[Errno 98]` once the threads run.
+
+    Raises Unreachable (exit 3) when the address is taken or cannot be bound.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: no wait after a restart
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise Unreachable(
+                f"port {where} is in use: another engine (or another program) listens there; stop the "
+                "other engine or choose another --api-bind (CONVERGE_API_BIND)"
+            ) from None
+        raise Unreachable(
+            f"cannot listen on {where} ({exc.strerror or exc}): choose another --api-bind (CONVERGE_API_BIND)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def api_url(host: str, port: int, https: bool) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if https else 'http'}://{shown}:{port}"
+
+
+def say_start(settings: Settings, url: str) -> None:
+    """One line per fact an operator checks at start; never a password."""
+    log.info("converge %s", converge_version())
+    log.info("listening on %s", url)
+    log.info("broker %s", redact(settings.broker_url))
+    log.info("store %s", redact(settings.store_url))
+
+
 def run(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM. Steps left `queued` by a previous run are published again first.
 
@@ -107,7 +148,13 @@ def run(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    engine = build(settings)
+    sock = listen(host, port)
+    try:
+        engine = build(settings)
+    except BaseException:
+        sock.close()
+        raise
+    say_start(settings, api_url(host, port, https=bool(transport)))
     requeued = engine.republish_queued()
     if requeued:
         log.info("published %d steps left queued by a previous run", requeued)
@@ -120,9 +167,10 @@ def run(settings: Settings) -> None:
     for thread in threads:
         thread.start()
     try:
-        log.info("serving the API on %s over %s", settings.api_bind, "HTTPS" if transport else "plain HTTP")
-        uvicorn.run(create_api(engine), host=host, port=port, log_level="warning", **transport)
+        config = uvicorn.Config(create_api(engine), host=host, port=port, log_level="warning", **transport)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         ingester.stop()
         watchdog.stop()
         for thread in threads:
