@@ -48,6 +48,11 @@ def main() -> None:
 @click.option(
     "--task-events/--no-task-events", default=None, help="Send Celery task events for Flower (default: on)."
 )
+@click.option(
+    "--celery-banner",
+    is_flag=True,
+    help="Print Celery's start-up banner and its warnings (as --loglevel DEBUG does).",
+)
 @handle_errors
 def run_cmd(
     roles: tuple[str, ...],
@@ -56,6 +61,7 @@ def run_cmd(
     broker_url: str | None,
     loglevel: str | None,
     task_events: bool | None,
+    celery_banner: bool,
 ) -> None:
     """Run the agent: consume the queues of ROLE and of this agent until stopped."""
     options = {"roles": list(roles) or None, "id": agent_id, "throttle": throttle, "broker_url": broker_url}
@@ -74,7 +80,7 @@ def run_cmd(
     event_key = None  # a trusted agent makes its own
     if enroll.wanted(settings):  # a host the operator does not fully trust: admitted first
         settings, event_key = enroll.admitted(settings)
-    worker.run(settings, event_key)
+    worker.run(settings, event_key, banner=celery_banner)
 
 
 @main.group("config")

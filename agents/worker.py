@@ -8,10 +8,12 @@ import os
 import signal
 import sqlite3
 import uuid
+import warnings
 from typing import Any
 
 import redis
 from celery import Celery, signals
+from celery.exceptions import SecurityWarning
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents import enroll
@@ -120,7 +122,32 @@ def stop_when_turned_away(settings: AgentSettings, heartbeat: Heartbeat) -> list
     return turned_away
 
 
-def run(settings: AgentSettings, event_key: bytes | None = None) -> None:
+def say_start(settings: AgentSettings) -> None:
+    """One line per fact an operator checks at start; never a password."""
+    log.info("converge-agent %s", converge_version())
+    log.info("agent %s", settings.id)
+    log.info("roles %s", ", ".join(settings.roles))
+    log.info("throttle %d (steps at once)", settings.throttle)
+    roles = ", ".join(names.role_queue(role) for role in settings.roles)
+    log.info("queues %s, and %s while it leads the role", names.agent_queue(settings.id), roles)
+    log.info(
+        "engine %s", settings.engine_url or "not set (engine_url): steps are reported through Redis only"
+    )
+    log.info("broker %s", redact(settings.broker_url))
+    if os.geteuid() == 0:
+        log.info("runs as root: the steps of its roles change this host's files and run its commands")
+
+
+def quiet_celery(settings: AgentSettings, banner: bool) -> list[str]:
+    """Celery's global options: no banner (the start lines say what matters) and no root warning (an
+    agent managing a host's files runs as root by design), unless asked or at DEBUG."""
+    if banner or settings.loglevel.upper() == "DEBUG":
+        return []
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    return ["--quiet"]
+
+
+def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool = False) -> None:
     """Run the agent until it is stopped (SIGTERM or Ctrl-C). Raises Unreachable if Redis is not there.
 
     `event_key` signs its status events: the one its admission gave, or None for a trusted agent (one
@@ -208,10 +235,12 @@ def run(settings: AgentSettings, event_key: bytes | None = None) -> None:
         # the store, `converge workflows show` and Flower. Failures and Converge's own lines still log.
         for name in ("celery.worker.strategy", "celery.app.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    signals.celeryd_after_setup.connect(lambda **_: say_start(settings), weak=False)  # Celery's logging is up
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)
     app.worker_main(
         [
+            *quiet_celery(settings, banner),
             "worker",
             f"--loglevel={settings.loglevel}",
             "--pool=prefork",

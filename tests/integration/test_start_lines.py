@@ -67,3 +67,21 @@ def test_a_second_engine_on_a_taken_port_says_so_and_exits_3(cluster: Cluster) -
     assert "Traceback" not in second.stderr and "Errno" not in second.stderr
     assert "listening on" not in second.stderr  # nothing started: it stopped before the start lines
     assert PASSWORD not in second.stdout + second.stderr
+
+
+def test_an_agent_says_its_id_roles_throttle_queues_and_broker_without_celerys_banner(
+    cluster: Cluster, locked_redis: LocalRedis
+) -> None:
+    cluster.start_agent("web", "db", agent_id="web-1", throttle=3)
+    log = cluster.logs / "agent-web-1.log"
+    wait_for(lambda: "ready." in log.read_text(errors="replace"), 30, "Celery's ready line")
+    text = log.read_text(errors="replace")
+    assert f"converge-agent {converge_version()}" in text
+    assert "agent web-1" in text
+    assert "roles web, db" in text
+    assert "throttle 3 (steps at once)" in text
+    assert "queues converge.agent.web-1, and converge.role.web, converge.role.db while it leads" in text
+    assert f"broker redis://:***@127.0.0.1:{locked_redis.port}/0" in text
+    assert "-------------- " not in text and "[config]" not in text  # Celery's banner
+    assert "superuser privileges" not in text  # Celery's root warning
+    assert PASSWORD not in text
