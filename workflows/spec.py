@@ -9,7 +9,6 @@ raises one `SpecError` holding them all.
 from __future__ import annotations
 
 import difflib
-import reprlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -23,6 +22,7 @@ from workflows import yamldoc
 from workflows.context import LISTED_CREDENTIALS
 from workflows.limits import LIMITS, Limits, TooLarge, too_deep, too_many_bytes, too_many_resources
 from workflows.registry import Registry
+from workflows.shown import named, shown
 from workflows.yamldoc import Loc, Position
 
 API_VERSION = "converge/v1"
@@ -37,14 +37,8 @@ _MISSING_HINTS = {
     "metadata.name": "add `name: <estate name>` under metadata",
 }
 _LONGEST_CYCLE_SHOWN = 12
-_SHOWN_CHARS = 60
-
-# A value quoted in a message is cut while it is turned into text: repr() of a value that aliases made
-# huge would cost as much as the value itself, before any cut.
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple = 2, 4, 4, 4
-_SHORT.maxset = _SHORT.maxfrozenset = 4
-_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = _SHOWN_CHARS
+# What a value is, in the file's words, when it is not the mapping or list a place needs.
+_TYPE_WORDS = {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number"}
 
 
 class _Strict(BaseModel):
@@ -153,7 +147,7 @@ def _load(text: str, filename: str, registry: Registry, limits: Limits) -> Desir
     out = _Problems(filename, document.lines)
     for repeated in document.repeated:
         message = (
-            f"key {repeated.key!r} appears twice in one mapping (first at line {repeated.first_line}), "
+            f"key {named(repeated.key)} appears twice in one mapping (first at line {repeated.first_line}), "
             "and YAML keeps only the last: remove one"
         )
         out.add_at(repeated.position, "", message)
@@ -279,8 +273,12 @@ def _validation_message(detail: Any, loc: Loc, model: type[BaseModel], top: bool
     if kind == "extra_forbidden":
         known = _field_names(model) if top else []
         return f"unknown key: {_suggest(str(loc[-1]), known, 'remove it or fix its spelling')}"
-    message = str(detail["msg"])
-    return f"{message[:1].lower()}{message[1:]}, got {_show(detail['input'])}: fix the value"
+    message = str(detail["msg"]).replace("a valid dictionary", "a mapping")  # the file's word
+    if kind == "literal_error":  # pydantic quotes the allowed values as Python does
+        message = message.replace("'", "")
+    if kind == "value_error":  # a check of ours: it names the value and says what to write itself
+        return message.removeprefix("Value error, ")
+    return f"{message[:1].lower()}{message[1:]}, got {shown(detail['input'])}: fix the value"
 
 
 def _field_names(model: type[BaseModel]) -> list[str]:
@@ -289,13 +287,8 @@ def _field_names(model: type[BaseModel]) -> list[str]:
 
 def _suggest(word: str, known: list[str], otherwise: str, label: str = "allowed") -> str:
     close = difflib.get_close_matches(word, known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else otherwise
+    hint = f"did you mean {named(close[0])}?" if close else otherwise
     return f"{hint} ({label}: {', '.join(known)})" if known else hint
-
-
-def _show(value: Any) -> str:
-    text = "null" if value is None else _SHORT.repr(value)
-    return text if len(text) <= _SHOWN_CHARS else f"{text[: _SHOWN_CHARS - 3]}..."
 
 
 # Checking the document.
@@ -303,7 +296,7 @@ def _show(value: Any) -> str:
 
 def _check_document(document: Any, out: _Problems, registry: Registry, limits: Limits) -> DesiredState | None:
     if not isinstance(document, dict):
-        got = type(document).__name__
+        got = "nothing" if document is None else _TYPE_WORDS.get(type(document), shown(document))
         out.add((), f"the top level must be a mapping of apiVersion, kind, metadata and resources, got {got}")
         return None
     header = _check_header(document, out)
@@ -329,7 +322,7 @@ def _resource_items(document: dict[Any, Any], out: _Problems, limits: Limits) ->
         return None
     items = document["resources"]
     if not isinstance(items, list):
-        got = _show(items)
+        got = shown(items)
         out.add(("resources",), f"must be a list of resources, got {got}: write one `- kind: ...` per item")
         return None
     if len(items) > limits.max_resources:  # read whole: given through an alias, or beside a merge key
@@ -345,7 +338,7 @@ def _check_resources(items: list[Any], out: _Problems, registry: Registry) -> li
     for index, item in enumerate(items):
         loc: Loc = ("resources", index)
         if not isinstance(item, dict):
-            out.add(loc, f"must be a mapping with kind, name and spec, got {_show(item)}")
+            out.add(loc, f"must be a mapping with kind, name and spec, got {shown(item)}")
             continue
         resource = _check_resource(loc, item, out, registry)
         edges = _check_depends_on(loc, item, refs, out)
@@ -365,7 +358,7 @@ def _check_resource(loc: Loc, item: dict[Any, Any], out: _Problems, registry: Re
         known = registry.kinds()
         out.add(
             (*loc, "kind"),
-            f"unknown kind {kind!r}: {_suggest(kind, known, 'use a known kind', 'known kinds')}",
+            f"unknown kind {named(kind)}: {_suggest(kind, known, 'use a known kind', 'known kinds')}",
         )
     spec = item.get("spec", {})
     if provider is not None and isinstance(spec, dict):
@@ -393,7 +386,7 @@ def _check_names(
     role, scope = item.get("role"), item.get("scope")
     if role is None and kind is not None and default_role is None:
         message = (
-            f"is missing: kind {kind!r} has no default role; add `role: <role>` naming the agents to run it"
+            f"is missing: kind {kind} has no default role; add `role: <role>` naming the agents to run it"
         )
         out.add((*loc, "role"), message, at=loc)
     for key, value in (("role", role), ("scope", scope)):
@@ -401,7 +394,7 @@ def _check_names(
             hint = f", or `{EACH}` for every live agent of the role" if key == "scope" else ""
             out.add(
                 (*loc, key),
-                f"{value!r} is not a valid name (it becomes a queue name): use 1 to 63 letters, digits, "
+                f"{shown(value)} is not a valid name (it becomes a queue name): use 1 to 63 letters, digits, "
                 f"'_', '.' or '-', starting with a letter or digit{hint}",
             )
 
@@ -444,10 +437,10 @@ def _check_depends_on(
         seen.add(entry)
         kind, slash, name = entry.partition("/")
         if not (kind and slash and name):
-            message = f"{entry!r} is not a resource reference: write it as kind/name, e.g. file/index"
+            message = f"{named(entry)} is not a resource reference: write it as kind/name, e.g. file/index"
             out.add((*loc, "depends_on", position), message)
         elif entry not in refs:
-            message = f"{entry!r} does not exist in this file: define it, or fix the kind/name"
+            message = f"{named(entry)} does not exist in this file: define it, or fix the kind/name"
             out.add((*loc, "depends_on", position), message)
         else:
             edges.append((position, entry))

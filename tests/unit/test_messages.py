@@ -1,0 +1,100 @@
+"""Problems in a desired-state file say each thing once, with values as the file wrote them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workflows.registry import default_registry
+from workflows.shown import named, shown
+from workflows.spec import Problem, SpecError, load_file
+
+HEADER = "apiVersion: converge/v1\nkind: DesiredState\nmetadata: {name: m}\nresources:\n"
+
+
+def problems(tmp_path: Path, *resources: str) -> list[Problem]:
+    path = tmp_path / "estate.yaml"
+    path.write_text(HEADER + "".join(f"  - {r}\n" for r in resources))
+    with pytest.raises(SpecError) as caught:
+        load_file(path, default_registry())
+    return caught.value.problems
+
+
+def only_message(tmp_path: Path, resource: str) -> str:
+    [problem] = problems(tmp_path, resource)
+    return problem.message
+
+
+def test_a_relative_path_is_named_once(tmp_path: Path) -> None:
+    message = only_message(tmp_path, "{kind: file, name: f, role: web, spec: {path: www/x.html, content: x}}")
+    assert message == "must be an absolute path, got www/x.html: write it from /"
+    assert message.count("www/x.html") == 1 and "Value error" not in message
+
+
+def test_a_path_that_climbs_out_is_named_once(tmp_path: Path) -> None:
+    message = only_message(tmp_path, "{kind: directory, name: d, role: web, spec: {path: /a/../b}}")
+    assert message.count("/a/../b") == 1 and message.endswith("write the path it leads to")
+
+
+def test_a_wrong_value_is_shown_as_yaml_not_as_python(tmp_path: Path) -> None:
+    message = only_message(
+        tmp_path, "{kind: file, name: f, role: web, spec: {path: /f, content: {a: 1, b: [x, true]}}}"
+    )
+    assert message == "input should be a valid string, got {a: 1, b: [x, true]}: fix the value"
+
+
+def test_a_long_value_is_cut(tmp_path: Path) -> None:
+    message = only_message(tmp_path, f"{{kind: file, name: f, role: web, spec: {'x' * 500}}}")
+    assert message.startswith("input should be a mapping, got xxx") and "...: fix the value" in message
+    assert len(message) < 120
+
+
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [
+        ("0644", 'mode 420 is the number YAML reads from 0644 without quotes; write mode: "0644"'),
+        ("0755", 'mode 493 is the number YAML reads from 0755 without quotes; write mode: "0755"'),
+        ("644", 'mode 644 is a number, not a quoted octal string; write mode: "0644"'),
+    ],
+)
+def test_an_unquoted_mode_says_what_yaml_read_and_what_to_write(
+    tmp_path: Path, written: str, hint: str
+) -> None:
+    message = only_message(
+        tmp_path, f"{{kind: file, name: f, role: web, spec: {{path: /f, content: x, mode: {written}}}}}"
+    )
+    assert message == hint
+
+
+def test_a_quoted_mode_that_is_not_octal_is_shown_quoted(tmp_path: Path) -> None:
+    message = only_message(tmp_path, '{kind: directory, name: d, role: web, spec: {path: /d, mode: "999"}}')
+    assert message == 'must be octal permission bits like "0644" or "0755", got "999"'
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("www/x.html", "www/x.html"),
+        ("0644", '"0644"'),  # plain, YAML would read a number
+        ("yes", '"yes"'),
+        ("two words", '"two words"'),
+        (None, "null"),
+        (False, "false"),
+        ({"a": 1}, "{a: 1}"),
+        (list(range(9)), "[0, 1, 2, 3, ...]"),
+        ({"x": {"y": {"z": 1}}}, "{x: {y: {...}}}"),
+    ],
+)
+def test_values_are_shown_as_the_file_would_write_them(value: object, text: str) -> None:
+    assert shown(value) == text
+
+
+def test_a_shown_value_never_passes_its_limit() -> None:
+    assert len(shown("a b " * 100)) <= 60 and shown("a b " * 100).endswith('..."')
+    assert len(shown({str(i): "v" * 80 for i in range(10)})) <= 60
+
+
+def test_keys_and_references_are_named_in_backticks() -> None:
+    assert named("file/index") == "`file/index`" and named("two words") == '"two words"'
+
