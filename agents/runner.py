@@ -15,7 +15,7 @@ from agents.reporter import Claim, Reporter, StepProgress
 from common.models import Change, CheckResult, StepMessage
 from workflows.context import EVERYWHERE
 from workflows.execute import execute
-from workflows.registry import Registry, StepError
+from workflows.registry import Registry, StepError, action_word
 
 log = logging.getLogger("converge.agent")
 
@@ -129,11 +129,17 @@ class StepRunner:
                 log.exception("step %s crashed", message.step_id)
             state, fields = "failed", {"error": f"{type(exc).__name__}: {exc}", "retryable": True}
         else:
-            state, fields = "succeeded", {"changed": outcome.changed, "message": _summary(outcome.change)}
+            state, fields = (
+                "succeeded",
+                {"changed": outcome.changed, "message": self._summary(message, outcome.change)},
+            )
         reason = self.control.reason
         if reason is not None:
             state, fields = stopped(reason, timeout_s)
         self.reporter.final(message, ctx.next_seq(), state, **fields)
+
+    def _summary(self, message: StepMessage, change: Change) -> str:
+        return _summary_of(self.registry, message, change)
 
     def _claim(self, message: StepMessage) -> tuple[Claim, int]:
         """Claim the attempt, waiting for Redis while it cannot be reached: the step has not started, and
@@ -166,7 +172,7 @@ class StepRunner:
         self.reporter.check_result(message.reply_to, result)
 
 
-def _summary(change: Change) -> str:
+def _summary_of(registry: Registry, message: StepMessage, change: Change) -> str:
     if change.action == "none":
         return change.diff or "already compliant"
-    return f"{change.action}d"
+    return action_word(registry, message.resource, change.action, done=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from common.models import FINISHED_STEP, FINISHED_WORKFLOW, AgentView, CheckResult, StepView, WorkflowView
 from engine import recap
+from workflows.registry import Registry, action_word, default_registry
 
 
 def _console(stderr: bool = False) -> Console:
@@ -143,22 +145,36 @@ def plan_report(results: Sequence[CheckResult]) -> None:
     for column in ("resource", "action", "agent"):
         table.add_column(column)
     for r in results:
-        action = "[red]error[/]" if r.error else (r.change.action if r.change else "-")
+        action = "[red]error[/]" if r.error else (_action(r) if r.change else "-")
         table.add_row(r.resource, action, r.agent)
     console.print(table)
     for r in results:
         if r.error:
             errors.print(f"[red]{r.resource}[/]: {r.error}")
         elif r.change and r.change.action != "none" and r.change.diff:
-            console.print(f"[bold]{r.resource}[/] ({r.change.action})")
+            console.print(f"[bold]{r.resource}[/] ({_action(r)})")
             console.print(r.change.diff, markup=False, highlight=False)
     console.print(plan_summary(results), highlight=False)
 
 
+@functools.cache
+def _kinds() -> Registry:
+    """The built-in kinds, for their wording only: built on first use, not at import."""
+    return default_registry()
+
+
+def _action(result: CheckResult) -> str:
+    """The plan's word for a change: its action, except that a command `run`s (plan --json keeps `create`)."""
+    assert result.change is not None
+    return action_word(_kinds(), result.resource, result.change.action)
+
+
 def plan_summary(results: Sequence[CheckResult]) -> str:
     """`plan`'s last line: "2 to create, 1 to change, 5 unchanged" (and the resources it could not check)."""
-    actions = Counter("error" if r.error else (r.change.action if r.change else "none") for r in results)
-    line = f"{actions['create']} to create, {actions['update']} to change, {actions['none']} unchanged"
+    actions = Counter("error" if r.error else (_action(r) if r.change else "none") for r in results)
+    line = f"{actions['create']} to create, "
+    line += f"{actions['run']} to run, " if actions["run"] else ""  # commands: they run, creating nothing
+    line += f"{actions['update']} to change, {actions['none']} unchanged"
     if actions["error"]:
         line += f", {actions['error']} could not be checked"
     return line

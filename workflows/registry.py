@@ -34,6 +34,9 @@ class Provider(Generic[S]):
     # A gate changes nothing on the host but must run every time (a wait): `apply` is called even when
     # `check` finds nothing to change, and the step still reports `changed: false`.
     gate: ClassVar[bool] = False
+    # How plan and a finished step word the `create` action: a command creates nothing, it runs. The
+    # action itself stays `create` (plan --json's values are part of the command line's contract).
+    create_words: ClassVar[tuple[str, str]] = ("create", "created")
 
     def parse(self, spec: dict[str, Any]) -> S:
         return self.spec_model.model_validate(spec)  # type: ignore[return-value]
@@ -62,6 +65,15 @@ class Registry:
 
     def kinds(self) -> list[str]:
         return sorted(self._providers)
+
+
+def action_word(registry: Registry, resource: str, action: str, *, done: bool = False) -> str:
+    """How `action` on `resource` (`kind/name`) reads to an operator: plan's "create" or "run", and with
+    `done` a finished step's "created" or "ran"."""
+    provider = registry.get(resource.partition("/")[0])
+    if action == "create" and provider is not None:
+        return provider.create_words[done]
+    return f"{action}d" if done else action
 
 
 def default_registry() -> Registry:

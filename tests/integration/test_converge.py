@@ -128,7 +128,7 @@ def test_plan_lists_creates_then_nothing_then_exactly_the_hand_edit(cluster: Clu
     assert not root.exists(), "plan must change nothing"
     pending = cluster.cli("plan", str(desired), "--detailed-exitcode")
     assert pending.returncode == 4, pending.stderr  # changes pending, as Terraform's -detailed-exitcode
-    assert pending.stdout.rstrip().endswith("4 to create, 0 to change, 1 unchanged"), pending.stdout
+    assert pending.stdout.rstrip().endswith("3 to create, 1 to run, 0 to change, 1 unchanged"), pending.stdout
 
     assert cluster.apply(desired)["exit_code"] == 0
     converged = json.loads(cluster.cli("plan", str(desired), "--json").stdout)["changes"]

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from workflows.registry import default_registry
+from agents.runner import _summary_of
+from common.models import Action, Change, CheckResult, StepMessage
+from engine.render import plan_summary
+from workflows.registry import Registry, action_word, default_registry
 from workflows.shown import named, shown
 from workflows.spec import Problem, SpecError, load_file
 
@@ -98,3 +101,28 @@ def test_a_shown_value_never_passes_its_limit() -> None:
 def test_keys_and_references_are_named_in_backticks() -> None:
     assert named("file/index") == "`file/index`" and named("two words") == '"two words"'
 
+
+def test_a_command_runs_where_other_kinds_create() -> None:
+    registry: Registry = default_registry()
+    assert action_word(registry, "command/migrate", "create") == "run"
+    assert action_word(registry, "command/migrate", "create", done=True) == "ran"
+    assert action_word(registry, "file/index", "create", done=True) == "created"
+    assert action_word(registry, "file/index", "update", done=True) == "updated"
+    assert action_word(registry, "nosuch/x", "create") == "create"
+
+
+def test_plan_counts_commands_to_run_apart_from_resources_to_create() -> None:
+    def result(resource: str, action: Action) -> CheckResult:
+        return CheckResult(step_id="w.0", resource=resource, agent="a", change=Change(action=action))
+
+    results = [result("file/index", "create"), result("command/migrate", "create"), result("file/x", "none")]
+    assert plan_summary(results) == "1 to create, 1 to run, 0 to change, 1 unchanged"
+    assert plan_summary(results[:1]) == "1 to create, 0 to change, 0 unchanged"
+
+
+def test_a_finished_command_step_says_it_ran() -> None:
+    message = StepMessage.model_validate(
+        {"workflow_id": "w", "step_id": "w.0", "resource": "command/migrate", "kind": "command"}
+        | {"name": "migrate", "role": "web", "spec": {}}
+    )
+    assert _summary_of(default_registry(), message, Change(action="create")) == "ran"

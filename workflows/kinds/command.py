@@ -89,7 +89,7 @@ class CommandSpec(BaseModel):
         for variable, value in env.items():
             if isinstance(value, CredentialRef) and value.credential not in listed:
                 raise ValueError(
-                    f"{variable} names credential {value.credential!r}, which the resource does not list: "
+                    f"{variable} names credential {value.credential}, which the resource does not list: "
                     f"add it to the resource's `credentials`"
                 )
         return env
@@ -109,6 +109,7 @@ class CommandProvider(Provider[CommandSpec]):
 
     kind = "command"
     spec_model = CommandSpec
+    create_words = ("run", "ran")
 
     def check(self, spec: CommandSpec, ctx: StepContext) -> Change:
         if spec.creates is not None and os.path.exists(confine(spec.creates, ctx)):
