@@ -222,7 +222,7 @@ def tokens_revoke(name: str, store_url: str | None) -> None:
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option("--wait", is_flag=True, help="Wait until the workflow finishes; exit 0 only if it succeeded.")
 @timeout_option
 @json_option
@@ -273,7 +273,7 @@ def finish(
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
@@ -506,7 +506,7 @@ def _dead_letters_table(letters: list[DeadLetter], total: int) -> None:
 
 
 @main.command()
-@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.argument("file", required=False)
 @click.option(
     "--home", default=".converge", type=click.Path(file_okay=False), help="Where state and logs go."
 )

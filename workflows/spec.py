@@ -114,6 +114,9 @@ def load_file(path: str | Path, registry: Registry, limits: Limits = LIMITS) -> 
     try:
         with open(path, "rb") as f:
             data = f.read(limits.max_bytes + 1)  # enough to know it is too big, however big it is
+    except IsADirectoryError:
+        message = "is a directory: name a desired-state file in it (docs/file-format.md describes one)"
+        raise SpecError([Problem(file=str(path), message=message)]) from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
         message = f"cannot read the file ({reason}): check the path and its permissions"
