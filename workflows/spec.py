@@ -212,8 +212,8 @@ def _yaml_problem(exc: yaml.YAMLError, text: str, filename: str, limits: Limits)
         reason = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
     elif isinstance(exc, yaml.reader.ReaderError):
         line = text.count("\n", 0, exc.position) + 1
-        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
-        reason = f"character {character!r} is not allowed in YAML"
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
+        reason = f"character U+{code:04X} is not allowed in YAML"
     else:
         reason = str(exc)
     if "maximum nesting depth" in reason:  # libyaml's own limit, when its scanner meets it first

@@ -132,7 +132,8 @@ class _Composer(Composer):
 
     def _alias(self, event: Any) -> yaml.Node:
         if event.anchor not in self.anchors:
-            raise ComposerError(None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+            message = f"alias *{event.anchor} names no anchor &{event.anchor} defined before it"
+            raise ComposerError(None, None, message, event.start_mark)
         node = self.anchors[event.anchor]
         measured = self._measured.get(id(node))
         if measured is None:  # the anchor is still open: the alias is inside the value it names
@@ -159,8 +160,8 @@ class _Composer(Composer):
         anchor, tag, start = event.anchor, event.tag, event.start_mark
         if anchor is not None and anchor in self.anchors:
             first = self.anchors[anchor].start_mark
-            message = f"found duplicate anchor {anchor!r}; first occurrence"
-            raise ComposerError(message, first, "second occurrence", start)
+            message = f"anchor &{anchor} is defined twice (first at line {first.line + 1})"
+            raise ComposerError(None, None, message, start)
         plain = tag is None or tag == "!"
         node: yaml.Node
         if isinstance(event, yaml.ScalarEvent):

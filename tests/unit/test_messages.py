@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,22 @@ def test_a_finished_command_step_says_it_ran() -> None:
         | {"name": "migrate", "role": "web", "spec": {}}
     )
     assert _summary_of(default_registry(), message, Change(action="create")) == "ran"
+
+
+def test_yaml_anchor_and_alias_problems_read_as_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "estate.yaml"
+    path.write_text(HEADER.replace("{name: m}", "&a {name: m}") + "  - &a {kind: file, name: f, spec: *b}\n")
+    with pytest.raises(SpecError) as caught:
+        load_file(path, default_registry())
+    [problem] = caught.value.problems
+    assert problem.message == "invalid YAML: anchor &a is defined twice (first at line 3): fix the syntax"
+
+
+def test_every_doc_a_message_points_at_is_in_docs() -> None:
+    root = Path(__file__).resolve().parents[2]
+    sources = [
+        p for package in ("common", "engine", "agents", "workflows") for p in (root / package).rglob("*.py")
+    ]
+    pointed = {m for p in sources for m in re.findall(r"docs/[\w./-]+\.md", p.read_text())}
+    assert pointed, "no message points at a doc any more: drop this test"
+    assert not {doc for doc in pointed if not (root / doc).is_file()}
