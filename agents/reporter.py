@@ -224,6 +224,7 @@ class StepProgress:
         self._allowed_paths = tuple(allowed_paths)
         self.seq = 0
         self._last = 0.0
+        self.captured: dict[str, Any] | None = None
 
     @property
     def step_id(self) -> str:
@@ -261,6 +262,9 @@ class StepProgress:
         if self.control is not None:
             self.reporter.outbox.attach(self.message, pgid)
             self.control.attach(pgid)
+
+    def output(self, document: dict[str, Any]) -> None:
+        self.captured = document
 
     def log(self, message: str) -> None:
         logging.getLogger("converge.step").info("%s: %s", self.message.step_id, message)

@@ -124,10 +124,12 @@ class StepRunner:
             outcome = execute(self.registry, message.kind, message.spec, "apply", ctx)
         except StepError as exc:
             state, fields = "failed", {"error": str(exc), "retryable": exc.retryable}
+            fields["message"] = first_line(str(exc))
         except Exception as exc:  # a provider bug, or StepStopped: the step must still end, saying why
             if self.control.reason is None:
                 log.exception("step %s crashed", message.step_id)
             state, fields = "failed", {"error": f"{type(exc).__name__}: {exc}", "retryable": True}
+            fields["message"] = first_line(str(fields["error"]))
         else:
             state, fields = (
                 "succeeded",
@@ -136,7 +138,16 @@ class StepRunner:
         reason = self.control.reason
         if reason is not None:
             state, fields = stopped(reason, timeout_s)
-        self.reporter.final(message, ctx.next_seq(), state, **fields)
+        if state != "succeeded":
+            log.warning(
+                "step %s (%s) attempt %d %s: %s",
+                message.step_id,
+                message.resource,
+                message.attempt,
+                state,
+                last_line(str(fields.get("error", ""))),
+            )
+        self.reporter.final(message, ctx.next_seq(), state, output=ctx.captured, **fields)
 
     def _summary(self, message: StepMessage, change: Change) -> str:
         return _summary_of(self.registry, message, change)
@@ -176,3 +187,21 @@ def _summary_of(registry: Registry, message: StepMessage, change: Change) -> str
     if change.action == "none":
         return change.diff or "already compliant"
     return action_word(registry, message.resource, change.action, done=True)
+
+
+MESSAGE_CHARS = 200
+
+
+def first_line(text: str) -> str:
+    """A failed step's message: the first line of its error (`command exited with code 3: ...`), cut."""
+    return _cut(text.strip().split("\n", 1)[0])
+
+
+def last_line(text: str) -> str:
+    """For the agent's log: the error's last line, where a command's own complaint usually is."""
+    lines = text.strip().splitlines()
+    return _cut(lines[-1] if lines else "")
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= MESSAGE_CHARS else line[: MESSAGE_CHARS - 3] + "..."

@@ -109,6 +109,8 @@ class StatusEvent(BaseModel):
     # For `failed`: the attempt was lost with its worker (a killed pool process, an agent that died or was
     # cut off), it did not fail by itself: the next attempt, if the retry policy allows one, is due at once.
     lost: bool | None = None
+    # With the final report: what the step's command wrote (workflows.output: `{"lines", "cut_bytes"}`).
+    output: dict[str, Any] | None = None
 
 
 class Change(BaseModel):
@@ -145,6 +147,24 @@ class StepView(BaseModel):
     error: str | None
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class StepOutput(BaseModel):
+    """What a step's command wrote: `[at, stream ("out" | "err"), text]` lines, the last 64 KB of them, and
+    how many bytes before them were cut; from the step's last finished attempt."""
+
+    attempt: int
+    lines: list[tuple[float, str, str]] = Field(default_factory=list)
+    cut_bytes: int = 0
+
+
+class StepLog(BaseModel):
+    """One step's output, as `converge workflows logs` shows it."""
+
+    id: str
+    resource: str
+    state: StepState
+    output: StepOutput | None = None
 
 
 class WorkflowView(BaseModel):

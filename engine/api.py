@@ -14,7 +14,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from common.errors import NotFound
-from common.models import AgentView, WorkflowState, WorkflowView
+from common.models import AgentView, StepLog, WorkflowState, WorkflowView
 from engine import admission, answers, deadletters, vault
 from engine.answers import UnicodeText
 from engine.auth import Authenticator, Guard
@@ -65,6 +65,10 @@ def create_api(engine: Engine) -> FastAPI:
     @api.get("/v1/workflows/{workflow_id}")
     def workflow(workflow_id: str) -> WorkflowView:
         return engine.workflow(workflow_id)
+
+    @api.get("/v1/workflows/{workflow_id}/logs")
+    def logs(workflow_id: str) -> list[StepLog]:
+        return engine.logs(workflow_id)
 
     @api.post("/v1/workflows/{workflow_id}/cancel")
     def cancel(workflow_id: str) -> WorkflowView:

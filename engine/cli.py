@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from common import cli as common_cli
+from common.errors import NotFound
 from common.models import WorkflowState, WorkflowView
 from common.settings import load_settings
 from common.store import SqlStore, open_store
@@ -329,12 +330,42 @@ def workflows_list(state: str | None, as_json: bool, url: str | None) -> None:
 @url_option
 @handle_errors
 def workflows_show(workflow_id: str, as_json: bool, url: str | None) -> None:
-    """One workflow and its steps."""
-    view = client_for(url).workflow(workflow_id)
+    """One workflow and its steps, and the last lines each failed step's command wrote."""
+    client = client_for(url)
+    view = client.workflow(workflow_id)
+    logs = client.logs(view.id)
     if as_json:
-        render.emit_json(view.model_dump(mode="json"))
+        outputs = {log.id: log.output for log in logs}
+        document = view.model_dump(mode="json")
+        for step in document["steps"] or []:
+            output = outputs.get(step["id"])
+            step["output"] = None if output is None else output.model_dump(mode="json")
+        render.emit_json(document)
     else:
         render.workflow_detail(view)
+        render.failed_output(view, logs)
+
+
+@workflows.command("logs")
+@click.argument("workflow_id")
+@click.argument("step", required=False, metavar="[KIND/NAME]")
+@json_option
+@url_option
+@handle_errors
+def workflows_logs(workflow_id: str, step: str | None, as_json: bool, url: str | None) -> None:
+    """What each step's command wrote, stdout and stderr interleaved with their times (the last 64 KB of
+    each step's last finished attempt); only STEP's with KIND/NAME."""
+    logs = client_for(url).logs(workflow_id)
+    if step is not None:
+        chosen = [log for log in logs if log.resource == step]
+        if not chosen:
+            names = ", ".join(log.resource for log in logs[:20])
+            raise NotFound(f"workflow {workflow_id} has no step {step}: its steps are {names}")
+        logs = chosen
+    if as_json:
+        render.emit_json([log.model_dump(mode="json") for log in logs])
+    else:
+        render.step_logs(logs)
 
 
 @workflows.command("cancel")

@@ -20,7 +20,7 @@ import httpx
 from pydantic import ValidationError
 
 from common.errors import BadInput, ConvergeError, NotFound, Refused, Unreachable
-from common.models import AgentView, CheckResult, WorkflowView
+from common.models import AgentView, CheckResult, StepLog, WorkflowView
 from common.settings import redact
 from engine.deadletters import DeadLetter
 from engine.tls import fingerprint, same_fingerprint
@@ -114,6 +114,10 @@ class EngineClient:
     def workflow(self, workflow_id: str) -> WorkflowView:
         body = self._call("GET", f"/v1/workflows/{workflow_id}")
         return self._understood(lambda: WorkflowView.model_validate(body))
+
+    def logs(self, workflow_id: str) -> list[StepLog]:
+        body = self._call("GET", f"/v1/workflows/{workflow_id}/logs")
+        return self._understood(lambda: [StepLog.model_validate(s) for s in body])
 
     def workflows(self, state: str | None = None) -> list[WorkflowView]:
         params = {"state": state} if state else {}

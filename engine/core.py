@@ -12,7 +12,7 @@ import redis
 
 from common import names
 from common.errors import NotFound, Unreachable
-from common.models import CheckResult, StepMessage, StepState, WorkflowView
+from common.models import CheckResult, StepLog, StepMessage, StepState, WorkflowView
 from common.settings import Settings, redact
 from common.store import RecordResult, Store
 from engine import fleet
@@ -113,6 +113,15 @@ class Engine:
             except redis.RedisError:  # the store's view stands without the notes
                 return view
         return view
+
+    def logs(self, workflow_id: str) -> list[StepLog]:
+        """Each step of a workflow with what its last finished attempt wrote (None: nothing yet)."""
+        view = self.workflow(workflow_id)
+        outputs = self.store.outputs(view.id)
+        return [
+            StepLog(id=s.id, resource=s.resource, state=s.state, output=outputs.get(s.id))
+            for s in view.steps or []
+        ]
 
     def plan(self, source: str, filename: str) -> list[CheckResult]:
         desired = load_text(source, filename, self.registry)

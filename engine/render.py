@@ -15,7 +15,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from common.models import FINISHED_STEP, FINISHED_WORKFLOW, AgentView, CheckResult, StepView, WorkflowView
+from common.models import (
+    FINISHED_STEP,
+    FINISHED_WORKFLOW,
+    AgentView,
+    CheckResult,
+    StepLog,
+    StepView,
+    WorkflowView,
+)
 from engine import recap
 from workflows.registry import Registry, action_word, default_registry
 
@@ -104,7 +112,7 @@ def workflow_detail(view: WorkflowView) -> None:
     for step in view.steps or []:
         changed = "-" if step.changed is None else ("yes" if step.changed else "no")
         progress = "-" if step.progress is None else f"{step.progress:.0f}%"
-        note = step.error or step.message or ""
+        note = escape(_one_line(step.error or step.message or ""))
         table.add_row(
             step.resource,
             step.role,
@@ -117,6 +125,56 @@ def workflow_detail(view: WorkflowView) -> None:
             f"[red]{note}[/]" if step.error else note,
         )
     console.print(table)
+
+
+NOTE_CHARS = 100
+FAILED_TAIL_LINES = 10
+
+
+def _one_line(text: str) -> str:
+    """A table cell: the first line, cut; the whole of it is in `--json` and `workflows logs`."""
+    lines = text.strip().splitlines()
+    line = lines[0] if lines else ""
+    more = len(lines) > 1 or len(line) > NOTE_CHARS
+    return line[:NOTE_CHARS] + (" ..." if more else "")
+
+
+def failed_output(view: WorkflowView, logs: Sequence[StepLog]) -> None:
+    """Under a workflow's table: the last lines each failed step's command wrote."""
+    by_id = {log.id: log for log in logs}
+    for step in view.steps or []:
+        found = by_id.get(step.id)
+        if step.state not in ("failed", "timed_out") or found is None or found.output is None:
+            continue
+        lines = found.output.lines[-FAILED_TAIL_LINES:]
+        console.print(
+            f"\n[bold]{escape(step.resource)}[/] (attempt {found.output.attempt}), last {len(lines)} lines; "
+            f"all of it: converge workflows logs {view.id} {escape(step.resource)}",
+            highlight=False,
+        )
+        for line in lines:
+            console.print(_output_line(line), markup=False, highlight=False)
+
+
+def step_logs(logs: Sequence[StepLog]) -> None:
+    """`converge workflows logs`: each step's output, its lines with their time and stream."""
+    for log in logs:
+        output = log.output
+        attempt = f", attempt {output.attempt}" if output else ""
+        console.print(f"[bold]== {escape(log.resource)}[/] ({_state(log.state)}{attempt})", highlight=False)
+        if output is None or not output.lines:
+            console.print("  (no output)" if output else "  (no output recorded: the step has not finished)")
+            continue
+        if output.cut_bytes:
+            console.print(f"  ... {output.cut_bytes:,} bytes before these were cut", highlight=False)
+        for line in output.lines:
+            console.print(_output_line(line), markup=False, highlight=False)
+
+
+def _output_line(line: tuple[float, str, str]) -> str:
+    at, stream, text = line
+    when = datetime.fromtimestamp(at).strftime("%H:%M:%S.%f")[:-3]
+    return f"  {when} {stream} | {text}"
 
 
 def agents_table(views: Sequence[AgentView]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 EVERYWHERE: tuple[Path, ...] = (Path("/"),)
 """Allowed paths that confine nothing: the default of an agent whose operator set none."""
@@ -48,6 +48,9 @@ class StepContext(Protocol):
     def attach(self, pgid: int) -> None:
         """A process group this step started: it is killed, children and all, if the step is stopped."""
 
+    def output(self, document: dict[str, Any]) -> None:
+        """The step's captured output (workflows.output.Output.document), sent with its final report."""
+
     def credential(self, name: str) -> str:
         """The value of a credential the resource lists (`credentials: [NAME]`), fetched from the engine's
         vault for this attempt only. Never log it, report it or put it in an error: raises StepError (not
@@ -79,6 +82,7 @@ class NullContext:
         self.reports: list[tuple[float | None, str | None]] = []
         self.lines: list[str] = []
         self.groups: list[int] = []
+        self.captured: dict[str, Any] | None = None
 
     @property
     def step_id(self) -> str:
@@ -104,6 +108,9 @@ class NullContext:
 
     def attach(self, pgid: int) -> None:
         self.groups.append(pgid)
+
+    def output(self, document: dict[str, Any]) -> None:
+        self.captured = document
 
     def credential(self, name: str) -> str:
         if name not in self._credentials:

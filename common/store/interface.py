@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from common.lifecycle import Roles
-from common.models import AdmissionState, StatusEvent, StepMessage, WorkflowState, WorkflowView
+from common.models import AdmissionState, StatusEvent, StepMessage, StepOutput, WorkflowState, WorkflowView
 
 if TYPE_CHECKING:
     from workflows.plan import WorkflowPlan
@@ -132,6 +132,10 @@ class Store(Protocol):
     def workflows(
         self, *, history: bool = False, state: WorkflowState | None = None, limit: int = 500
     ) -> list[WorkflowView]: ...
+
+    def outputs(self, workflow_id: str) -> dict[str, StepOutput]:
+        """What each finished step of a workflow wrote (its last finished attempt), by step id."""
+        ...
 
     def record(self, events: list[StatusEvent], roles: Mapping[str, Roles] | None = None) -> RecordResult:
         """Apply status events in one transaction; idempotent per step, attempt and sequence number.

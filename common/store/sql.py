@@ -24,6 +24,7 @@ from common.models import (
     AdmissionState,
     StatusEvent,
     StepMessage,
+    StepOutput,
     StepState,
     WorkflowState,
     WorkflowView,
@@ -44,6 +45,7 @@ from common.store.tables import (
     RUN_COLUMNS,
     enrollments,
     metadata,
+    step_outputs,
     steps,
     tokens,
     workflows,
@@ -188,6 +190,7 @@ class SqlStore(CredentialRows):
             states = self._workflow_states(conn, {r["workflow_id"] for r in rows.values()})
             released: list[str] = []
             moved: set[str] = set()  # workflows in which a step reached a final state
+            outputs: dict[str, dict[str, Any]] = {}  # the output of each attempt that finished
             now = time.time()
             for ev in events:
                 row = rows.get(ev.step_id)
@@ -209,6 +212,7 @@ class SqlStore(CredentialRows):
                     result.to_stop.append((row["id"], attempt))
                 elif verdict is not Verdict.FINISHED:
                     continue
+                outputs.update(_output_row(row, ev))
                 wf_id = row["workflow_id"]
                 moved.add(wf_id)
                 if states[wf_id] != WorkflowState.RUNNING:
@@ -222,9 +226,16 @@ class SqlStore(CredentialRows):
                     states[wf_id] = WorkflowState.ABORTED
                     result.finished.append(wf_id)
             self._save(conn, [r for r in rows.values() if r.get("_dirty")])
+            self._keep_outputs(conn, outputs)
             result.ready = self._release(conn, released)
             result.finished += self._settle(conn, {wf: states[wf] for wf in moved})
         return result
+
+    def _keep_outputs(self, conn: Connection, outputs: dict[str, dict[str, Any]]) -> None:
+        """Each step's last finished attempt's output replaces the one before."""
+        if outputs:
+            conn.execute(step_outputs.delete().where(step_outputs.c.step_id.in_(list(outputs))))
+            conn.execute(step_outputs.insert(), list(outputs.values()))
 
     def _workflow_states(self, conn: Connection, ids: set[str]) -> dict[str, WorkflowState]:
         if not ids:
@@ -337,6 +348,7 @@ class SqlStore(CredentialRows):
             )
             ids = [row[0] for row in conn.execute(old)]
             for chunk in _chunks(ids, 500):
+                conn.execute(step_outputs.delete().where(step_outputs.c.workflow_id.in_(chunk)))
                 conn.execute(steps.delete().where(steps.c.workflow_id.in_(chunk)))
                 conn.execute(workflows.delete().where(workflows.c.id.in_(chunk)))
         return len(ids)
@@ -438,6 +450,13 @@ class SqlStore(CredentialRows):
             if steps:
                 view.steps = [view_from_row(r) for r in self._steps_of(conn, workflow_id)]
         return view
+
+    def outputs(self, workflow_id: str) -> dict[str, StepOutput]:
+        """What each finished step of a workflow wrote, by step id: its last finished attempt's."""
+        query = select(step_outputs).where(step_outputs.c.workflow_id == workflow_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return {r["step_id"]: StepOutput(attempt=r["attempt"], **json.loads(r["output"])) for r in rows}
 
     def _steps_of(self, conn: Connection, workflow_id: str) -> Sequence[Any]:
         query = select(steps).where(steps.c.workflow_id == workflow_id).order_by(steps.c.idx)
@@ -541,6 +560,14 @@ class SqlStore(CredentialRows):
 
 
 _TOKEN_COLUMNS = [tokens.c.name, tokens.c.role, tokens.c.created_at, tokens.c.last_used_at]
+
+
+def _output_row(row: dict[str, Any], ev: StatusEvent) -> dict[str, dict[str, Any]]:
+    """The step_outputs row of a finished attempt's output, by step id (none if it sent no output)."""
+    if ev.output is None:
+        return {}
+    output = {"workflow_id": row["workflow_id"], "attempt": ev.attempt, "output": json.dumps(ev.output)}
+    return {ev.step_id: {"step_id": ev.step_id, **output}}
 
 
 def _enrollment_row(record: EnrollmentRecord) -> dict[str, Any]:

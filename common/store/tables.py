@@ -81,6 +81,18 @@ steps = Table(
     Index("ix_steps_state", "state"),
 )
 
+# What each step's last finished attempt wrote (workflows.output), apart from the steps: recording status
+# events never reads it, and it can be 64 KB a step.
+step_outputs = Table(
+    "converge_step_outputs",
+    metadata,
+    Column("step_id", String(96), primary_key=True),
+    Column("workflow_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("output", Text, nullable=False),
+    Index("ix_step_outputs_workflow", "workflow_id"),
+)
+
 # The columns a step's run changes, in table order.
 RUN_COLUMNS = tuple(column.name for column in steps.columns if column.info.get("run"))
 

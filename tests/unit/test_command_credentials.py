@@ -77,7 +77,7 @@ def test_a_credential_the_resource_does_not_list_is_bad_input_naming_the_field()
 
     assert caught.value.exit_code == 2
     assert "resources[0].spec.env" in str(caught.value)
-    assert "'db-password', which the resource does not list" in str(caught.value)
+    assert "credential db-password, which the resource does not list" in str(caught.value)
 
 
 def test_a_credential_reference_has_only_the_credential_key() -> None:

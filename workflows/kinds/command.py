@@ -28,6 +28,7 @@ from common.models import Change
 from workflows.context import LISTED_CREDENTIALS, StepContext
 from workflows.kinds._common import AbsolutePath
 from workflows.kinds.paths import confine
+from workflows.output import Output
 from workflows.registry import Provider, StepError
 
 TAIL_BYTES = 4096
@@ -127,7 +128,12 @@ class CommandProvider(Provider[CommandSpec]):
         proc = _start(spec.run, spec, ctx, secrets)
         ctx.attach(proc.pid)
         ctx.progress(None, "running")
-        result = _finish(proc).hiding(secrets.values())
+        output = Output()
+        try:
+            result = _finish(proc, output).hiding(secrets.values())
+        finally:
+            output.close()
+            ctx.output(output.hiding(secrets.values(), HIDDEN).document())
         if result.code != 0:
             raise StepError(result.failure())
         if spec.creates is not None and not os.path.exists(spec.creates):
@@ -227,21 +233,35 @@ def _start(
         raise StepError(f"cannot start /bin/sh -c {command!r}: {exc}", retryable=False) from exc
 
 
-def _finish(proc: subprocess.Popen[bytes]) -> _Result:
-    """Wait for `proc` and keep the tails of its output; kill its process group if waiting is cut short."""
+class _Sink:
+    """Where one stream's chunks go: its tail (for the error message) and the step's output, if kept."""
+
+    def __init__(self, tail: _Tail, output: Output | None, stream: str) -> None:
+        self.tail, self.output, self.stream = tail, output, stream
+
+    def add(self, chunk: bytes) -> None:
+        self.tail.add(chunk)
+        if self.output is not None:
+            self.output.add(self.stream, chunk)
+
+
+def _finish(proc: subprocess.Popen[bytes], output: Output | None = None) -> _Result:
+    """Wait for `proc` and keep the tails of its output (and all of it, bounded, in `output`); kill its
+    process group if waiting is cut short."""
     out, err = _Tail(), _Tail()
+    sinks = {proc.stdout: _Sink(out, output, "out"), proc.stderr: _Sink(err, output, "err")}
     try:
-        code = _pump(proc, {proc.stdout: out, proc.stderr: err})
+        code = _pump(proc, sinks)
     finally:
         _stop(proc)
     return _Result(code, out.text(), err.text())
 
 
-def _pump(proc: subprocess.Popen[bytes], tails: dict[IO[bytes] | None, _Tail]) -> int:
+def _pump(proc: subprocess.Popen[bytes], sinks: dict[IO[bytes] | None, _Sink]) -> int:
     with selectors.DefaultSelector() as sel:
-        for stream, tail in tails.items():
+        for stream, sink in sinks.items():
             if stream is not None:
-                sel.register(stream, selectors.EVENT_READ, tail)
+                sel.register(stream, selectors.EVENT_READ, sink)
         while True:
             code = proc.poll()
             if code is not None:
