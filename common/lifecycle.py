@@ -177,3 +177,31 @@ def workflow_state(counts: dict[StepState, int], retrying: int, *, cancelling: b
     if counts.get(StepState.PENDING):
         return None
     return WorkflowState.SUCCEEDED
+
+
+_WHY = {
+    StepState.FAILED: "failed",
+    StepState.TIMED_OUT: "timed out",
+    StepState.CANCELLED: "was cancelled",
+    StepState.SKIPPED: "was skipped",
+}
+
+
+def skip_reasons(waiting: dict[str, list[str]], found: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """The message of each step skipped when its workflow ended while it still waited on dependencies.
+
+    `waiting` maps those steps to the ids they depend on; `found` maps step ids to (resource, state).
+    The reason names the first dependency that did not succeed, preferring one that ran and failed over
+    one that was itself skipped, so the operator is led to the cause.
+    """
+    reasons = {}
+    for step_id, deps in waiting.items():
+        missed = [d for d in deps if d in found and found[d][1] != StepState.SUCCEEDED]
+        missed.sort(key=lambda d: d in waiting)  # a step that ran first, then one skipped with this one
+        if not missed:
+            reasons[step_id] = "skipped: the workflow ended before it could run"
+            continue
+        resource, state = found[missed[0]]
+        why = StepState.SKIPPED if missed[0] in waiting else state
+        reasons[step_id] = f"skipped: {resource} {_WHY.get(StepState(why), 'did not finish')}"
+    return reasons

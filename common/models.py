@@ -33,12 +33,15 @@ class StepState(StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # never ran: a step it depends on did not succeed before its workflow ended
 
 
 FINISHED_WORKFLOW = frozenset(
     {WorkflowState.SUCCEEDED, WorkflowState.FAILED, WorkflowState.ABORTED, WorkflowState.CANCELLED}
 )
-FINISHED_STEP = frozenset({StepState.SUCCEEDED, StepState.FAILED, StepState.TIMED_OUT, StepState.CANCELLED})
+FINISHED_STEP = frozenset(
+    {StepState.SUCCEEDED, StepState.FAILED, StepState.TIMED_OUT, StepState.CANCELLED, StepState.SKIPPED}
+)
 ACTIVE_STEP = frozenset({StepState.QUEUED, StepState.STARTED})
 
 Mode = Literal["apply", "check"]

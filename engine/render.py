@@ -46,6 +46,7 @@ _STATE_STYLE = {
     "aborted": "red",
     "cancelled": "yellow",
     "cancelling": "yellow",
+    "skipped": "yellow",
     "started": "cyan",
     "running": "cyan",
     "active": "green",

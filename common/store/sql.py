@@ -189,6 +189,7 @@ class SqlStore(CredentialRows):
             rows = self._load(conn, {e.step_id for e in events}, _EVENT_COLUMNS)
             states = self._workflow_states(conn, {r["workflow_id"] for r in rows.values()})
             released: list[str] = []
+            aborted: list[str] = []
             moved: set[str] = set()  # workflows in which a step reached a final state
             outputs: dict[str, dict[str, Any]] = {}  # the output of each attempt that finished
             now = time.time()
@@ -196,14 +197,7 @@ class SqlStore(CredentialRows):
                 row = rows.get(ev.step_id)
                 attempt = None if row is None else row["attempt"]
                 verdict = Verdict.STALE if row is None else lifecycle.take(row, ev, now, roles.get(ev.agent))
-                if verdict is Verdict.REFUSED:
-                    result.refused.append(ev)
-                    continue
-                if verdict is Verdict.STALE:
-                    result.stale += 1
-                    continue
-                if verdict is Verdict.DUPLICATE:
-                    result.duplicate += 1
+                if _not_applied(result, verdict, ev):
                     continue
                 assert row is not None and attempt is not None
                 row["_dirty"] = True
@@ -225,7 +219,10 @@ class SqlStore(CredentialRows):
                     result.to_stop += self._stop(conn, wf_id, WorkflowState.ABORTED).to_stop
                     states[wf_id] = WorkflowState.ABORTED
                     result.finished.append(wf_id)
+                    aborted.append(wf_id)
             self._save(conn, [r for r in rows.values() if r.get("_dirty")])
+            for wf_id in aborted:  # once the step that timed out is saved as such
+                self._skip_waiting(conn, wf_id, now)
             self._keep_outputs(conn, outputs)
             result.ready = self._release(conn, released)
             result.finished += self._settle(conn, {wf: states[wf] for wf in moved})
@@ -256,15 +253,19 @@ class SqlStore(CredentialRows):
         return result
 
     def _stop(self, conn: Connection, workflow_id: str, state: WorkflowState) -> StopResult:
-        """Cancel the steps that have not started; list every attempt the agents must stop (or drop)."""
+        """Cancel the steps that could have started; list every attempt the agents must stop (or drop).
+
+        Steps still waiting on a dependency are not cancelled: they are skipped, with the reason, once
+        the workflow's end is known (`_skip_waiting`).
+        """
         now = time.time()
-        query = select(steps.c.id, steps.c.attempt, steps.c.state).where(
+        query = select(steps.c.id, steps.c.attempt, steps.c.state, steps.c.waiting).where(
             steps.c.workflow_id == workflow_id,
             steps.c.state.in_([StepState.PENDING, StepState.QUEUED, StepState.STARTED]),
         )
         found = conn.execute(query).all()
-        waiting = [step_id for step_id, _, st in found if st != StepState.STARTED]
-        for chunk in _chunks(waiting, 500):
+        ready = [step_id for step_id, _, st, waiting in found if st != StepState.STARTED and not waiting]
+        for chunk in _chunks(ready, 500):
             conn.execute(
                 update(steps)
                 .where(steps.c.id.in_(chunk))
@@ -279,7 +280,31 @@ class SqlStore(CredentialRows):
             .values(state=state, updated_at=now, finished_at=finished_at)
         )
         return StopResult(
-            to_stop=[(step_id, attempt) for step_id, attempt, st in found if st != StepState.PENDING]
+            to_stop=[(step_id, attempt) for step_id, attempt, st, _ in found if st != StepState.PENDING]
+        )
+
+    def _skip_waiting(self, conn: Connection, workflow_id: str, now: float) -> None:
+        """Skip the steps of an ended workflow that still wait on a dependency, saying which one."""
+        c = steps.c
+        waiting = {
+            step_id: json.loads(deps)
+            for step_id, deps in conn.execute(
+                select(c.id, c.depends_on).where(
+                    c.workflow_id == workflow_id, c.state == StepState.PENDING, c.waiting > 0
+                )
+            )
+        }
+        if not waiting:
+            return
+        needed = {d for deps in waiting.values() for d in deps}
+        found: dict[str, tuple[str, str]] = {}
+        for chunk in _chunks(list(needed), 500):
+            query = select(c.id, c.resource, c.state).where(c.id.in_(chunk))
+            found.update({step_id: (resource, st) for step_id, resource, st in conn.execute(query)})
+        skip = update(steps).where(c.id == bindparam("b_id"))
+        conn.execute(
+            skip.values(state=StepState.SKIPPED, finished_at=now, message=bindparam("b_message")),
+            [{"b_id": i, "b_message": m} for i, m in lifecycle.skip_reasons(waiting, found).items()],
         )
 
     def retry(self, workflow_id: str) -> list[StepMessage]:
@@ -413,6 +438,8 @@ class SqlStore(CredentialRows):
                     state=final, updated_at=now, finished_at=now, history=final == WorkflowState.SUCCEEDED
                 )
             )
+            if counts.get(StepState.PENDING):
+                self._skip_waiting(conn, wf_id, now)
             finished.append(wf_id)
         return finished
 
@@ -560,6 +587,19 @@ class SqlStore(CredentialRows):
 
 
 _TOKEN_COLUMNS = [tokens.c.name, tokens.c.role, tokens.c.created_at, tokens.c.last_used_at]
+
+
+def _not_applied(result: RecordResult, verdict: Verdict, ev: StatusEvent) -> bool:
+    """Count an event that changed nothing (refused, stale, duplicate); False for one that did."""
+    if verdict is Verdict.REFUSED:
+        result.refused.append(ev)
+    elif verdict is Verdict.STALE:
+        result.stale += 1
+    elif verdict is Verdict.DUPLICATE:
+        result.duplicate += 1
+    else:
+        return False
+    return True
 
 
 def _output_row(row: dict[str, Any], ev: StatusEvent) -> dict[str, dict[str, Any]]:

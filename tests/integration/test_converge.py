@@ -181,7 +181,9 @@ resources:
     assert result["workflow"]["state"] == "failed"
     assert steps["command/broken"]["state"] == "failed"
     assert "7" in steps["command/broken"]["error"] and "boom" in steps["command/broken"]["error"]
-    assert steps["file/after"]["state"] == "pending"
+    assert steps["file/after"]["state"] == "skipped"
+    assert steps["file/after"]["message"] == "skipped: command/broken failed"
+    assert result["recap"]["total"]["skipped"] == 1
     assert steps["file/independent"]["state"] == "succeeded"
     assert not (tmp_path / "after").exists()
 

@@ -67,7 +67,8 @@ def test_a_step_without_progress_for_its_timeout_is_ended_and_aborts_the_workflo
     steps = {s["resource"]: s for s in workflow["steps"]}
     assert steps["command/silent"]["state"] == "timed_out"
     assert "no progress" in steps["command/silent"]["error"]
-    assert steps["file/later"]["state"] == "cancelled"
+    assert steps["file/later"]["state"] == "skipped"
+    assert steps["file/later"]["message"] == "skipped: command/silent timed out"
     assert wait_for(lambda: not processes_with(marker), 5, "the timed-out command to be gone")
     assert not (tmp_path / "later").exists()
 

@@ -124,7 +124,9 @@ def test_a_failed_step_fails_the_workflow_once_nothing_else_runs(store: SqlStore
     view = store.workflow("w1")
     assert view is not None and view.steps is not None
     assert view.state == WorkflowState.FAILED
-    assert [s.state for s in view.steps] == ["failed", "pending", "pending", "succeeded"]
+    assert [s.state for s in view.steps] == ["failed", "skipped", "skipped", "succeeded"]
+    # each names the dependency that failed, not the one skipped with it (c waits on a and b)
+    assert [s.message for s in view.steps[1:3]] == ["skipped: directory/a failed"] * 2
     assert [w.id for w in store.workflows(state=WorkflowState.FAILED)] == ["w1"]
 
 
@@ -190,9 +192,14 @@ def test_cancel_stops_queued_steps_at_once_and_waits_for_running_ones(store: Sql
     view = store.workflow("w1")
     assert view is not None and view.steps is not None
     assert view.state == WorkflowState.CANCELLING
-    assert [s.state for s in view.steps] == ["started", "cancelled", "cancelled", "cancelled"]
+    # what could have started is cancelled; what waits on the running step waits to learn its fate
+    assert [s.state for s in view.steps] == ["started", "pending", "pending", "cancelled"]
     assert store.record([event("w1.0", 2, "cancelled")]).finished == ["w1"]
-    assert store.workflow("w1").state == WorkflowState.CANCELLED  # type: ignore[union-attr]
+    view = store.workflow("w1")
+    assert view is not None and view.steps is not None
+    assert view.state == WorkflowState.CANCELLED
+    assert [s.state for s in view.steps] == ["cancelled", "skipped", "skipped", "cancelled"]
+    assert view.steps[1].message == "skipped: directory/a was cancelled"
     with pytest.raises(Refused, match="already cancelled"):
         store.cancel("w1")
 
@@ -205,7 +212,11 @@ def test_a_step_that_timed_out_aborts_its_workflow(store: SqlStore) -> None:
 
     # the timed-out attempt too: when the engine decides it, the agent may still be running it
     assert sorted(result.to_stop) == [("w1.0", 1), ("w1.3", 1)]
-    assert store.workflow("w1").state == WorkflowState.ABORTED  # type: ignore[union-attr]
+    view = store.workflow("w1")
+    assert view is not None and view.steps is not None
+    assert view.state == WorkflowState.ABORTED
+    assert [s.state for s in view.steps] == ["timed_out", "skipped", "skipped", "started"]
+    assert view.steps[2].message == "skipped: directory/a timed out"
 
 
 def test_a_manual_retry_runs_only_the_steps_that_did_not_succeed(store: SqlStore) -> None:

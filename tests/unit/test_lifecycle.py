@@ -7,7 +7,7 @@ from typing import Any
 
 from common import lifecycle
 from common.lifecycle import Verdict
-from common.models import StatusEvent, StepState, WorkflowState
+from common.models import FINISHED_STEP, StatusEvent, StepState, WorkflowState
 
 NOW = 1_000_000.0
 
@@ -172,3 +172,31 @@ def test_a_new_attempt_starts_unfenced_so_a_leadership_after_redis_lost_its_epoc
     step["state"] = StepState.QUEUED
     assert lifecycle.take(step, event("started", attempt=2, epoch=1), NOW) is Verdict.MOVED
     assert (step["attempt"], step["epoch"]) == (2, 1)
+
+
+def test_a_skipped_step_names_the_dependency_that_did_not_succeed() -> None:
+    found = {
+        "a": ("file/a", StepState.SUCCEEDED),
+        "b": ("command/b", StepState.FAILED),
+        "c": ("file/c", StepState.PENDING),
+        "t": ("wait_for/t", StepState.TIMED_OUT),
+        "s": ("file/s", StepState.STARTED),
+    }
+    waiting = {"c": ["a", "b"], "d": ["c", "b"], "e": ["c"], "f": ["t"], "g": ["s"]}
+
+    reasons = lifecycle.skip_reasons(waiting, found)
+
+    assert reasons == {
+        "c": "skipped: command/b failed",
+        "d": "skipped: command/b failed",  # the one that ran, before the one skipped with it
+        "e": "skipped: file/c was skipped",
+        "f": "skipped: wait_for/t timed out",
+        "g": "skipped: file/s did not finish",  # stopped when the workflow was aborted
+    }
+
+
+def test_a_skipped_step_is_finished() -> None:
+    assert StepState.SKIPPED in FINISHED_STEP
+    skipped = row(state=StepState.SKIPPED)
+    assert lifecycle.move(skipped, event(StepState.SUCCEEDED), NOW) is False
+    assert skipped["state"] == StepState.SKIPPED
