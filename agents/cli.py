@@ -182,3 +182,6 @@ def _secret_free(key: str, value: Any) -> Any:
 def _show(key: str, value: Any) -> str:
     value = _secret_free(key, value)
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+main.add_command(common_cli.help_command("converge-agent"))

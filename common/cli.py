@@ -58,3 +58,27 @@ def handle_errors(prog: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def help_command(prog: str) -> click.Command:
+    """`PROG help [COMMAND ...]`: the help of PROG or of one of its commands, as `-h` prints it."""
+
+    @click.command("help")
+    @click.argument("command", nargs=-1)
+    @click.pass_context
+    def show_help(ctx: click.Context, command: tuple[str, ...]) -> None:
+        """Show the help of converge, or of COMMAND (`help workflows list`)."""
+        root = ctx.find_root()
+        target: click.Command = root.command
+        context = root
+        for name in command:
+            found = target.get_command(context, name) if isinstance(target, click.Group) else None
+            if found is None:
+                where = " ".join([prog, *command[: command.index(name)]])
+                fail(prog, 2, f"{where} has no command {name!r}: `{where} -h` lists them")
+            target = found
+            context = click.Context(found, info_name=name, parent=context)
+        click.echo(target.get_help(context))
+
+    show_help.help = f"Show the help of {prog}, or of COMMAND (`{prog} help COMMAND ...`)."
+    return show_help

@@ -563,6 +563,7 @@ def _add_commands() -> None:
     from engine.cli_credentials import credentials
 
     main.add_command(credentials)
+    main.add_command(common_cli.help_command("converge"))
 
 
 _add_commands()
