@@ -179,6 +179,13 @@ class WorkflowView(BaseModel):
     steps: list[StepView] | None = None
 
 
+class HistoryCount(BaseModel):
+    """What pruning history would do: how many workflows history holds, and how many of them would go."""
+
+    history: int
+    prunable: int
+
+
 class AgentInfo(BaseModel):
     """What an agent announces about itself on Redis."""
 

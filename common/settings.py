@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     step_timeout_s: float = Field(default=defaults.STEP_TIMEOUT_S, gt=0)
     # Succeeded workflows stay in history this long; the engine prunes older ones every hour.
     history_retention_days: float = Field(default=30.0, ge=0)
+    # Failed, aborted and cancelled workflows stay this long after they finished (a retry makes one running
+    # again); the same hourly prune deletes older ones.
+    failed_retention_days: float = Field(default=7.0, ge=0)
     # How often the engine's watchdog looks for timeouts, due retries and stopped agents.
     watchdog_interval_s: float = Field(default=0.5, gt=0)
     log_level: str = "INFO"

@@ -7,14 +7,14 @@ are off, since they would describe the API to anyone who asks.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from common.errors import NotFound
-from common.models import AgentView, StepLog, WorkflowState, WorkflowView
+from common.models import AgentView, HistoryCount, StepLog, WorkflowState, WorkflowView
 from engine import admission, answers, deadletters, vault
 from engine.answers import UnicodeText
 from engine.auth import Authenticator, Guard
@@ -23,6 +23,9 @@ from engine.fleet import forget, list_agents
 from engine.health import StoreWatch
 from engine.health import report as health_report
 from engine.tls import TlsFiles
+
+# An age in days, as `prune` takes it: none is the engine's retention.
+Days = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
 
 
 class Submission(BaseModel):
@@ -44,6 +47,27 @@ def create_api(engine: Engine) -> FastAPI:
     _health_routes(api, engine)
     vault.install_routes(api, engine, authenticator)
     admission.install_routes(api, engine)
+    _workflow_routes(api, engine)
+
+    @api.post("/v1/plan")
+    def plan(body: Submission) -> dict[str, Any]:
+        results = engine.plan(body.source, body.filename)
+        return {"changes": [r.model_dump(mode="json") for r in results]}
+
+    @api.get("/v1/agents")
+    def agents() -> list[AgentView]:
+        return list_agents(engine.client, engine.store.running_by_agent(), engine.store.enrollments())
+
+    @api.delete("/v1/agents/{agent_id}")
+    def forget_agent(agent_id: str) -> dict[str, str]:
+        forget(engine.client, agent_id)
+        return {"forgotten": agent_id}
+
+    return api
+
+
+def _workflow_routes(api: FastAPI, engine: Engine) -> None:
+    """Workflows and history: submit, read (by id or a unique prefix of one), cancel, retry, prune."""
 
     @api.post("/v1/workflows", status_code=201)
     def submit(body: Submission) -> dict[str, Any]:
@@ -56,11 +80,16 @@ def create_api(engine: Engine) -> FastAPI:
 
     @api.get("/v1/workflows")
     def workflows(state: WorkflowState | None = None) -> list[WorkflowView]:
-        return engine.store.workflows(state=state)
+        return engine.workflows(state)
 
     @api.get("/v1/history")
     def history() -> list[WorkflowView]:
         return engine.store.workflows(history=True)
+
+    @api.get("/v1/history/count")
+    def history_count(older_than_days: Days = None) -> HistoryCount:
+        """How many workflows history holds, and how many a prune of `older_than_days` would delete."""
+        return engine.history_count(older_than_days)
 
     @api.get("/v1/workflows/{workflow_id}")
     def workflow(workflow_id: str) -> WorkflowView:
@@ -79,26 +108,9 @@ def create_api(engine: Engine) -> FastAPI:
         return engine.retry(workflow_id)
 
     @api.post("/v1/history/prune")
-    def prune(
-        older_than_days: float | None = Query(None, ge=0, allow_inf_nan=False),
-    ) -> dict[str, int]:
-        return {"pruned": engine.prune(older_than_days)}
-
-    @api.post("/v1/plan")
-    def plan(body: Submission) -> dict[str, Any]:
-        results = engine.plan(body.source, body.filename)
-        return {"changes": [r.model_dump(mode="json") for r in results]}
-
-    @api.get("/v1/agents")
-    def agents() -> list[AgentView]:
-        return list_agents(engine.client, engine.store.running_by_agent(), engine.store.enrollments())
-
-    @api.delete("/v1/agents/{agent_id}")
-    def forget_agent(agent_id: str) -> dict[str, str]:
-        forget(engine.client, agent_id)
-        return {"forgotten": agent_id}
-
-    return api
+    def prune(older_than_days: Days = None, everything: bool = Query(False, alias="all")) -> dict[str, int]:
+        """Refused (422) when it would empty history, unless `all=true`: the operator confirmed."""
+        return {"pruned": engine.prune(older_than_days, everything=everything)}
 
 
 def _health_routes(api: FastAPI, engine: Engine) -> None:

@@ -15,8 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from common import cli as common_cli
-from common.errors import NotFound
-from common.models import WorkflowState, WorkflowView
+from common.errors import BadInput, ConvergeError, NotFound
+from common.models import HistoryCount, WorkflowState, WorkflowView
 from common.settings import load_settings
 from common.store import SqlStore, open_store
 from engine import deadletters, recap, render
@@ -316,12 +316,20 @@ def workflows() -> None:
 @url_option
 @handle_errors
 def workflows_list(state: str | None, as_json: bool, url: str | None) -> None:
-    """Active workflows (succeeded ones are in `history`)."""
-    views = client_for(url).workflows(state)
+    """Active workflows, and failed, aborted and cancelled ones until their retention; with --state, those
+    in STATE (succeeded ones come from history)."""
+    client = client_for(url)
+    views = client.workflows(state)
     if as_json:
         render.emit_json([v.model_dump(mode="json", exclude={"steps"}) for v in views])
+        return
+    if views:
+        render.workflows_table(views, "workflows" if state is None else f"{state} workflows")
     else:
-        render.workflows_table(views, "workflows")
+        click.echo("no workflows" if state is None else f"no {state} workflows")
+    if state is None:  # an empty list right after a successful apply must not look like a lost workflow
+        count = client.history_count().history
+        click.echo(f"succeeded workflows are in `converge workflows history` ({count} there)")
 
 
 @workflows.command("show")
@@ -381,6 +389,7 @@ def workflows_cancel(
     """Cancel a workflow: queued steps never start, running steps are stopped (exit 0 once cancelled)."""
     client = client_for(url)
     view = client.cancel(workflow_id)
+    workflow_id = view.id  # the whole id, if a prefix of it was given
     if wait:
         view = render.follow(lambda: client.workflow(workflow_id), timeout_s, live=False)
     if as_json:
@@ -405,18 +414,55 @@ def workflows_retry(
     """Run a failed, aborted or cancelled workflow again: only what is not yet compliant changes."""
     client = client_for(url)
     view = client.retry(workflow_id)
+    workflow_id = view.id  # the whole id, if a prefix of it was given
     if wait:
         view = render.follow(lambda: client.workflow(workflow_id), timeout_s, live=not as_json)
     finish(view, as_json, waited=wait, timeout_s=timeout_s)
 
 
 @workflows.command("prune")
-@click.option("--older-than-days", type=float, default=None, help="Default: the engine's retention (30).")
+@click.option(
+    "--older-than-days",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Default: the engine's retention (30).",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting all of history.")
+@json_option
 @url_option
 @handle_errors
-def workflows_prune(older_than_days: float | None, url: str | None) -> None:
-    """Delete succeeded workflows from history once they are older than the retention."""
-    click.echo(f"pruned {client_for(url).prune(older_than_days)} workflows from history")
+def workflows_prune(older_than_days: float | None, yes: bool, as_json: bool, url: str | None) -> None:
+    """Delete succeeded workflows from history once they are older than the retention; asks first when
+    that would be all of them (without a terminal to ask on: pass --yes)."""
+    client = client_for(url)
+    everything = yes or confirm_all(client.history_count(older_than_days))
+    pruned = client.prune(older_than_days, everything=everything)
+    if as_json:
+        render.emit_json({"pruned": pruned})
+    else:
+        click.echo(f"pruned {pruned} workflows from history")
+
+
+def confirm_all(count: HistoryCount) -> bool:
+    """Whether the operator confirmed a prune that would empty history; False when it would not.
+
+    Asks on the terminal; with none (a script, stdin closed), refuses as bad input: a script says --yes.
+    """
+    if not count.prunable or count.prunable < count.history:
+        return False
+    if not can_ask():
+        raise BadInput(
+            f"this would delete all {count.prunable} workflows from history, and there is no terminal to "
+            "ask on: pass --yes to delete them"
+        )
+    if not click.confirm(f"delete all {count.prunable} workflows from history?", default=False, err=True):
+        raise ConvergeError("nothing was pruned")
+    return True
+
+
+def can_ask() -> bool:
+    """Whether a question can be put to the operator: stdin is a terminal."""
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 @workflows.command("history")

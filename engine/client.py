@@ -20,7 +20,7 @@ import httpx
 from pydantic import ValidationError
 
 from common.errors import BadInput, ConvergeError, NotFound, Refused, Unreachable
-from common.models import AgentView, CheckResult, StepLog, WorkflowView
+from common.models import AgentView, CheckResult, HistoryCount, StepLog, WorkflowView
 from common.settings import redact
 from engine.deadletters import DeadLetter
 from engine.tls import fingerprint, same_fingerprint
@@ -112,11 +112,11 @@ class EngineClient:
         return self._understood(lambda: [CheckResult.model_validate(c) for c in body["changes"]])
 
     def workflow(self, workflow_id: str) -> WorkflowView:
-        body = self._call("GET", f"/v1/workflows/{workflow_id}")
+        body = self._call("GET", f"/v1/workflows/{_segment(workflow_id)}")
         return self._understood(lambda: WorkflowView.model_validate(body))
 
     def logs(self, workflow_id: str) -> list[StepLog]:
-        body = self._call("GET", f"/v1/workflows/{workflow_id}/logs")
+        body = self._call("GET", f"/v1/workflows/{_segment(workflow_id)}/logs")
         return self._understood(lambda: [StepLog.model_validate(s) for s in body])
 
     def workflows(self, state: str | None = None) -> list[WorkflowView]:
@@ -125,15 +125,22 @@ class EngineClient:
         return self._understood(lambda: [WorkflowView.model_validate(w) for w in body])
 
     def cancel(self, workflow_id: str) -> WorkflowView:
-        body = self._call("POST", f"/v1/workflows/{workflow_id}/cancel")
+        body = self._call("POST", f"/v1/workflows/{_segment(workflow_id)}/cancel")
         return self._understood(lambda: WorkflowView.model_validate(body))
 
     def retry(self, workflow_id: str) -> WorkflowView:
-        body = self._call("POST", f"/v1/workflows/{workflow_id}/retry")
+        body = self._call("POST", f"/v1/workflows/{_segment(workflow_id)}/retry")
         return self._understood(lambda: WorkflowView.model_validate(body))
 
-    def prune(self, older_than_days: float | None) -> int:
-        params = {} if older_than_days is None else {"older_than_days": older_than_days}
+    def history_count(self, older_than_days: float | None = None) -> HistoryCount:
+        """How many workflows history holds, and how many `prune(older_than_days)` would delete."""
+        body = self._call("GET", "/v1/history/count", params=_days(older_than_days))
+        return self._understood(lambda: HistoryCount.model_validate(body))
+
+    def prune(self, older_than_days: float | None, *, everything: bool = False) -> int:
+        """Delete history older than that (None: the engine's retention). The engine refuses (BadInput)
+        one that would delete all history unless `everything`: the operator confirmed it."""
+        params: dict[str, Any] = _days(older_than_days) | ({"all": "true"} if everything else {})
         body = self._call("POST", "/v1/history/prune", params=params)
         return self._understood(lambda: int(body["pruned"]))
 
@@ -169,6 +176,15 @@ class EngineClient:
         """Delete dead letters for good (every one when `ids` is empty)."""
         body = self._call("POST", "/v1/dead-letters/purge", json={"ids": ids})
         return self._understood(lambda: int(body["purged"]))
+
+
+def _segment(value: str) -> str:
+    """`value` as one segment of a path: a `/` or `?` in what the operator typed stays part of it."""
+    return quote(value, safe="")
+
+
+def _days(older_than_days: float | None) -> dict[str, float]:
+    return {} if older_than_days is None else {"older_than_days": older_than_days}
 
 
 def trust(url: str, ca: Path | None, pinned: str | None) -> ssl.SSLContext | bool:

@@ -11,11 +11,19 @@ from dataclasses import dataclass
 import redis
 
 from common import names
-from common.errors import NotFound, Unreachable
-from common.models import CheckResult, StepLog, StepMessage, StepState, WorkflowView
+from common.errors import BadInput, Unreachable
+from common.models import (
+    CheckResult,
+    HistoryCount,
+    StepLog,
+    StepMessage,
+    StepState,
+    WorkflowState,
+    WorkflowView,
+)
 from common.settings import Settings, redact
 from common.store import RecordResult, Store
-from engine import fleet
+from engine import fleet, lookup
 from engine.checks import observe
 from engine.dispatcher import PUBLISH_ERRORS, Dispatcher
 from engine.eventkeys import EventKeys
@@ -25,6 +33,7 @@ from workflows.registry import Registry
 from workflows.spec import load_text
 
 log = logging.getLogger("converge.engine")
+DAY_S = 86400.0
 
 
 def new_workflow_id() -> str:
@@ -103,10 +112,19 @@ class Engine:
                 f"steps ({exc}): they will be dispatched when Redis is back"
             ) from exc
 
+    def resolve(self, given: str) -> str:
+        """The id of the workflow `given` names, active or in history: its id, or a prefix of at least
+        lookup.MIN_PREFIX characters that no other id starts with (ambiguous: BadInput; none: NotFound)."""
+        return lookup.choose(given, self.store.workflow_ids(given, limit=lookup.SHOWN + 1))
+
+    def workflows(self, state: WorkflowState | None = None) -> list[WorkflowView]:
+        """The active workflows (not in history), or those in `state`: succeeded ones are in history."""
+        return self.store.workflows(history=state == WorkflowState.SUCCEEDED, state=state)
+
     def workflow(self, workflow_id: str) -> WorkflowView:
-        view = self.store.workflow(workflow_id)
-        if view is None:
-            raise NotFound(f"no workflow {workflow_id}: `converge workflows list` shows the active ones")
+        view = self.store.workflow(self.resolve(workflow_id))
+        if view is None:  # pruned since it was resolved
+            raise lookup.not_found(workflow_id)
         if any(step.state == StepState.QUEUED for step in view.steps or []):
             try:  # queued steps that no live agent can take say so
                 return fleet.note_waiting(view, fleet.live_agents(self.client))
@@ -131,17 +149,52 @@ class Engine:
 
     def cancel(self, workflow_id: str) -> WorkflowView:
         """Queued steps never start; running ones are stopped by their agents, which confirm it."""
+        workflow_id = self.resolve(workflow_id)
         self.dispatcher.stop(self.store.cancel(workflow_id).to_stop)
         return self.workflow(workflow_id)
 
     def retry(self, workflow_id: str) -> WorkflowView:
         """Run again what has not succeeded; steps that already comply finish with `changed: false`."""
+        workflow_id = self.resolve(workflow_id)
         self._publish(self.store.retry(workflow_id), f"workflow {workflow_id} will run again")
         return self.workflow(workflow_id)
 
-    def prune(self, older_than_days: float | None = None) -> int:
+    def history_count(self, older_than_days: float | None = None) -> HistoryCount:
+        """How many workflows history holds, and how many `prune(older_than_days)` would delete."""
+        before = self._cutoff(older_than_days)
+        return HistoryCount(
+            history=self.store.count_workflows(history=True),
+            prunable=self.store.count_workflows(history=True, finished_before=before),
+        )
+
+    def prune(self, older_than_days: float | None = None, *, everything: bool = False) -> int:
+        """Delete history older than `older_than_days` (default: the retention); the operator's prune.
+
+        One that would leave history empty is refused as bad input unless `everything`: the operator
+        confirmed it (the CLI asks, or `--yes`), so that no client deletes all history by a slip.
+        """
+        before = self._cutoff(older_than_days)
+        if not everything:
+            prunable = self.store.count_workflows(history=True, finished_before=before)
+            if prunable and prunable == self.store.count_workflows(history=True):
+                raise BadInput(
+                    f"this would delete all {prunable} workflows from history: confirm it with "
+                    "`converge workflows prune --yes` (over the API: all=true)"
+                )
+        return self.store.prune(before)
+
+    def expire(self, now: float) -> tuple[int, int]:
+        """The engine's own hourly prune, by its settings: succeeded workflows past history_retention_days,
+        then failed, aborted and cancelled ones past failed_retention_days. How many of each went."""
+        settings = self.settings
+        return (
+            self.store.prune(now - settings.history_retention_days * DAY_S),
+            self.store.prune_unsucceeded(now - settings.failed_retention_days * DAY_S),
+        )
+
+    def _cutoff(self, older_than_days: float | None) -> float:
         days = self.settings.history_retention_days if older_than_days is None else older_than_days
-        return self.store.prune(time.time() - days * 86400)
+        return time.time() - days * DAY_S
 
     def republish_queued(self) -> int:
         """Publish every step the store says is queued: after an engine crash, or when Redis lost them.

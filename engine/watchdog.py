@@ -4,7 +4,7 @@ Every interval it publishes the queued steps again if Redis lost them, times out
 reporting (so this holds even when the agent running them died), fails as lost the steps of an agent whose
 heartbeat stopped (their retry policy then runs them again at once, on another agent of the role), ends the
 cancellation of steps whose agent is gone, publishes retries whose backoff has passed and the steps held
-for an agent that is alive again, and prunes old history.
+for an agent that is alive again, and prunes old history and old failed, aborted and cancelled workflows.
 """
 
 from __future__ import annotations
@@ -68,9 +68,11 @@ class Watchdog:
             engine.dispatcher.publish(due)
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
-            pruned = engine.prune()
-            if pruned:
-                log.info("pruned %d workflows from history", pruned)
+            succeeded, unsucceeded = engine.expire(now)
+            if succeeded:
+                log.info("pruned %d workflows from history", succeeded)
+            if unsucceeded:
+                log.info("pruned %d failed, aborted or cancelled workflows past their retention", unsucceeded)
 
     def _verdicts(self, running: list[StaleStep], now: float) -> list[StatusEvent]:
         client = self.engine.client

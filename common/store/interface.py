@@ -154,8 +154,20 @@ class Store(Protocol):
 
     def started(self) -> list[StaleStep]: ...
 
+    def workflow_ids(self, prefix: str, limit: int = 10) -> list[str]:
+        """The ids of workflows (active or in history) that start with `prefix`, in order, at most `limit`."""
+        ...
+
+    def count_workflows(self, *, history: bool, finished_before: float | None = None) -> int:
+        """How many workflows are in history (or not); only those finished before a time, if one is given."""
+        ...
+
     def prune(self, finished_before: float) -> int:
         """Delete history older than a time; returns the number of workflows deleted."""
+
+    def prune_unsucceeded(self, finished_before: float) -> int:
+        """Delete failed, aborted and cancelled workflows finished before a time, with their steps and
+        outputs; returns the number of workflows deleted."""
 
     def queued(self) -> list[StepMessage]:
         """Every step marked `queued`: re-published when the engine starts (a crash may have lost them)."""

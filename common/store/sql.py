@@ -31,6 +31,7 @@ from common.models import (
 )
 from common.settings import redact
 from common.store.credentials import CredentialRows
+from common.store.finished import FinishedRows, chunks
 from common.store.interface import (
     Created,
     EnrollmentRecord,
@@ -121,12 +122,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Ids are compared exactly, and a LIKE 'prefix%' can then use the index (FinishedRows.workflow_ids).
+    cursor.execute("PRAGMA case_sensitive_like=ON")
     cursor.close()
 
 
-class SqlStore(CredentialRows):
+class SqlStore(CredentialRows, FinishedRows):
     """Workflows and steps in two tables; every change to a workflow happens in one transaction. The
-    vault's tables are CredentialRows'."""
+    vault's tables are CredentialRows'; finding by id prefix and pruning by age are FinishedRows'."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -265,7 +268,7 @@ class SqlStore(CredentialRows):
         )
         found = conn.execute(query).all()
         ready = [step_id for step_id, _, st, waiting in found if st != StepState.STARTED and not waiting]
-        for chunk in _chunks(ready, 500):
+        for chunk in chunks(ready, 500):
             conn.execute(
                 update(steps)
                 .where(steps.c.id.in_(chunk))
@@ -298,7 +301,7 @@ class SqlStore(CredentialRows):
             return
         needed = {d for deps in waiting.values() for d in deps}
         found: dict[str, tuple[str, str]] = {}
-        for chunk in _chunks(list(needed), 500):
+        for chunk in chunks(list(needed), 500):
             query = select(c.id, c.resource, c.state).where(c.id.in_(chunk))
             found.update({step_id: (resource, st) for step_id, resource, st in conn.execute(query)})
         skip = update(steps).where(c.id == bindparam("b_id"))
@@ -365,24 +368,11 @@ class SqlStore(CredentialRows):
         with self.engine.connect() as conn:
             return [StaleStep(*row[:-1], WorkflowState(row[-1])) for row in conn.execute(query)]
 
-    def prune(self, finished_before: float) -> int:
-        """Delete history (succeeded workflows) finished before a time; returns how many workflows went."""
-        with self._write, self.engine.begin() as conn:
-            old = select(workflows.c.id).where(
-                workflows.c.history.is_(True), workflows.c.finished_at < finished_before
-            )
-            ids = [row[0] for row in conn.execute(old)]
-            for chunk in _chunks(ids, 500):
-                conn.execute(step_outputs.delete().where(step_outputs.c.workflow_id.in_(chunk)))
-                conn.execute(steps.delete().where(steps.c.workflow_id.in_(chunk)))
-                conn.execute(workflows.delete().where(workflows.c.id.in_(chunk)))
-        return len(ids)
-
     def _load(
         self, conn: Connection, ids: Iterable[str], columns: Sequence[Any] = (steps,)
     ) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(list(ids), 500):
+        for chunk in chunks(list(ids), 500):
             for row in conn.execute(select(*columns).where(steps.c.id.in_(chunk))).mappings():
                 found[row["id"]] = dict(row)
         return found
@@ -629,8 +619,3 @@ def _workflow_view(row: Any) -> WorkflowView:
         created_at=datetime.fromtimestamp(row["created_at"], UTC),
         finished_at=_ts(row["finished_at"]),
     )
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

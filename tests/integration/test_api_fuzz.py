@@ -24,6 +24,7 @@ ROUTES = [
     ("GET", "/v1/workflows/{id}"),
     ("POST", "/v1/workflows/{id}/cancel"),
     ("POST", "/v1/workflows/{id}/retry"),
+    ("GET", "/v1/history/count"),
     ("POST", "/v1/history/prune"),
     ("GET", "/v1/dead-letters"),
     ("POST", "/v1/dead-letters/retry"),
@@ -46,7 +47,7 @@ bodies = st.one_of(
     st.binary(max_size=200),
 ).map(lambda body: body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body)
 queries = st.dictionaries(
-    st.sampled_from(["state", "limit", "older_than_days"]),
+    st.sampled_from(["state", "limit", "older_than_days", "all"]),
     st.text(max_size=12) | st.sampled_from(["-1", "nan", "inf", "1e400", "0", "running"]),
     max_size=3,
 )

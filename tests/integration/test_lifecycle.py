@@ -257,7 +257,7 @@ def test_a_succeeded_workflow_moves_to_history_and_pruning_removes_old_history(
     assert json.loads(cluster.cli("workflows", "list", "--json").stdout) == []
     kept = cluster.cli("workflows", "prune")  # default retention: 30 days
     assert kept.returncode == 0 and "pruned 0" in kept.stdout
-    pruned = cluster.cli("workflows", "prune", "--older-than-days", "0")
+    pruned = cluster.cli("workflows", "prune", "--older-than-days", "0", "--yes")
     assert pruned.returncode == 0 and "pruned 1" in pruned.stdout
     assert json.loads(cluster.cli("workflows", "history", "--json").stdout) == []
 

@@ -39,6 +39,7 @@ ROUTES = [
     ("POST", "/v1/workflows/nope/cancel"),
     ("POST", "/v1/workflows/nope/retry"),
     ("GET", "/v1/history"),
+    ("GET", "/v1/history/count"),
     ("POST", "/v1/history/prune"),
     ("POST", "/v1/plan"),
     ("GET", "/v1/health"),

@@ -333,3 +333,102 @@ def test_a_failed_workflow_does_not_block_its_desired_state_but_cannot_retry_bes
 
 def _digest() -> str:
     return plan(load_text(SOURCE, "contract.yaml", default_registry()), "x").digest
+
+
+def finished_days_ago(store: SqlStore, workflow_id: str, days: float) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(
+            workflows.update()
+            .where(workflows.c.id == workflow_id)
+            .values(finished_at=time.time() - days * 86400)
+        )
+
+
+def rows_of(store: SqlStore, workflow_id: str) -> tuple[int, int]:
+    """How many steps and step outputs of a workflow the store still holds."""
+    from sqlalchemy import func, select
+
+    from common.store.tables import step_outputs, steps
+
+    with store.engine.connect() as conn:
+        counts = [
+            conn.execute(select(func.count()).where(table.c.workflow_id == workflow_id)).scalar_one()
+            for table in (steps, step_outputs)
+        ]
+    return counts[0], counts[1]
+
+
+def test_failed_and_cancelled_workflows_past_their_retention_go_with_their_steps_and_outputs(
+    store: SqlStore,
+) -> None:
+    output = {"lines": [[1.0, "err", "boom"]], "cut_bytes": 0}
+    for wf in ("failed-old", "failed-new"):
+        new_workflow(store, wf)
+        for step, state in ((f"{wf}.0", "failed"), (f"{wf}.3", "succeeded")):
+            store.record([event(step, 1, "started"), event(step, 2, state, retryable=False, output=output)])
+        assert store.workflow(wf).state == WorkflowState.FAILED  # type: ignore[union-attr]
+    new_workflow(store, "cancelled-old")
+    store.cancel("cancelled-old")
+    new_workflow(store, "succeeded-old")
+    store.record([e for i in range(4) for e in succeed(f"succeeded-old.{i}")])
+    new_workflow(store, "running")
+    for wf in ("failed-old", "cancelled-old", "succeeded-old"):
+        finished_days_ago(store, wf, 8)
+    assert rows_of(store, "failed-old") == (4, 2)
+
+    assert store.prune_unsucceeded(time.time() - 7 * 86400) == 2
+
+    assert store.workflow("failed-old") is None and store.workflow("cancelled-old") is None
+    assert rows_of(store, "failed-old") == (0, 0) and rows_of(store, "cancelled-old") == (0, 0)
+    assert sorted(w.id for w in store.workflows()) == ["failed-new", "running"]
+    assert [w.id for w in store.workflows(history=True)] == ["succeeded-old"], "history has its own"
+    assert rows_of(store, "failed-new") == (4, 2)
+
+
+def test_a_retried_workflow_is_running_again_and_not_pruned_as_failed(store: SqlStore) -> None:
+    new_workflow(store, "w1")
+    fail_for_good(store, "w1")
+    finished_days_ago(store, "w1", 8)
+    store.retry("w1")
+
+    assert store.prune_unsucceeded(time.time()) == 0
+    assert store.workflow("w1").state == WorkflowState.RUNNING  # type: ignore[union-attr]
+
+
+def test_history_is_counted_in_all_and_before_a_time(store: SqlStore) -> None:
+    for wf in ("old", "new"):
+        new_workflow(store, wf)
+        store.record([e for i in range(4) for e in succeed(f"{wf}.{i}")])
+    finished_days_ago(store, "old", 31)
+    new_workflow(store, "running")
+
+    assert store.count_workflows(history=True) == 2
+    assert store.count_workflows(history=True, finished_before=time.time() - 30 * 86400) == 1
+    assert store.count_workflows(history=False) == 1
+
+
+def test_workflow_ids_are_found_by_prefix_in_history_and_active_alike(store: SqlStore) -> None:
+    new_workflow(store, "abcd0001")
+    store.record([e for i in range(4) for e in succeed(f"abcd0001.{i}")])  # in history now
+    new_workflow(store, "abcd0002")
+    store.record([event("abcd0002.0", 1, "started")])
+
+    assert store.workflow_ids("abcd") == ["abcd0001", "abcd0002"]
+    assert store.workflow_ids("abcd0002") == ["abcd0002"]
+    assert store.workflow_ids("abcd", limit=1) == ["abcd0001"]
+    assert store.workflow_ids("ABCD") == [], "ids are compared exactly"
+    assert store.workflow_ids("bcd") == []
+
+
+def test_like_wildcards_in_a_prefix_are_taken_literally(store: SqlStore) -> None:
+    new_workflow(store, "ab_d0001")
+    fail_for_good(store, "ab_d0001")
+    new_workflow(store, "abxd0002")
+    fail_for_good(store, "abxd0002")
+    new_workflow(store, "a%\\d0003")
+
+    assert store.workflow_ids("ab_d") == ["ab_d0001"]
+    assert store.workflow_ids("a%") == ["a%\\d0003"]
+    assert store.workflow_ids("a%\\") == ["a%\\d0003"]
+    assert store.workflow_ids("%") == []
+    assert store.workflow_ids("_") == []
