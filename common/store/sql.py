@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, ScalarSelect, bindparam, create_engine, event, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import BindParameter
 
 from common import lifecycle
 from common.errors import BadInput, NotFound, Refused, Unreachable
@@ -76,6 +78,25 @@ _RELEASE = (
     update(steps)
     .where(steps.c.id == bindparam("b_id"))
     .values(waiting=bindparam("b_waiting"), state=bindparam("b_state"))
+)
+# The statements of recording, built once: building and hashing a statement costs more than running it on
+# a batch of a few events (SQLAlchemy caches the compiled form, not the construct).
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_LOAD_ALL = select(steps).where(steps.c.id.in_(_IDS))
+_LOAD_FOR_EVENTS = select(*_EVENT_COLUMNS).where(steps.c.id.in_(_IDS))
+_WORKFLOW_STATES = select(workflows.c.id, workflows.c.state).where(workflows.c.id.in_(_IDS))
+_BUSY = (
+    select(steps.c.id)
+    .where(
+        steps.c.workflow_id == bindparam("wf"),
+        steps.c.state.in_([StepState.QUEUED, StepState.STARTED]),
+    )
+    .limit(1)
+)
+_UNFINISHED_COUNTS = (
+    select(steps.c.state, steps.c.not_before.is_not(None), func.count())
+    .where(steps.c.workflow_id == bindparam("wf"), steps.c.state != StepState.SUCCEEDED)
+    .group_by(steps.c.state, steps.c.not_before.is_not(None))
 )
 
 
@@ -189,7 +210,7 @@ class SqlStore(CredentialRows, FinishedRows):
         if not events:
             return result
         with self._write, self.engine.begin() as conn:
-            rows = self._load(conn, {e.step_id for e in events}, _EVENT_COLUMNS)
+            rows = self._load(conn, {e.step_id for e in events}, _LOAD_FOR_EVENTS)
             states = self._workflow_states(conn, {r["workflow_id"] for r in rows.values()})
             released: list[str] = []
             aborted: list[str] = []
@@ -240,8 +261,9 @@ class SqlStore(CredentialRows, FinishedRows):
     def _workflow_states(self, conn: Connection, ids: set[str]) -> dict[str, WorkflowState]:
         if not ids:
             return {}
-        query = select(workflows.c.id, workflows.c.state).where(workflows.c.id.in_(ids))
-        return {wf_id: WorkflowState(state) for wf_id, state in conn.execute(query)}
+        return {
+            wf_id: WorkflowState(state) for wf_id, state in conn.execute(_WORKFLOW_STATES, {"ids": list(ids)})
+        }
 
     def cancel(self, workflow_id: str) -> StopResult:
         """Cancel a workflow: queued steps never start, running ones are to be stopped by their agents."""
@@ -369,11 +391,12 @@ class SqlStore(CredentialRows, FinishedRows):
             return [StaleStep(*row[:-1], WorkflowState(row[-1])) for row in conn.execute(query)]
 
     def _load(
-        self, conn: Connection, ids: Iterable[str], columns: Sequence[Any] = (steps,)
+        self, conn: Connection, ids: Iterable[str], query: Select[Any] = _LOAD_ALL
     ) -> dict[str, dict[str, Any]]:
+        """The rows of these steps, by id: `query` selects by the expanding parameter `ids`."""
         found: dict[str, dict[str, Any]] = {}
         for chunk in chunks(list(ids), 500):
-            for row in conn.execute(select(*columns).where(steps.c.id.in_(chunk))).mappings():
+            for row in conn.execute(query, {"ids": chunk}).mappings():
                 found[row["id"]] = dict(row)
         return found
 
@@ -408,14 +431,9 @@ class SqlStore(CredentialRows, FinishedRows):
         for wf_id, state in current.items():
             if state in FINISHED_WORKFLOW or self._busy(conn, wf_id):
                 continue
-            query = (
-                select(steps.c.state, steps.c.not_before.is_not(None), func.count())
-                .where(steps.c.workflow_id == wf_id, steps.c.state != StepState.SUCCEEDED)
-                .group_by(steps.c.state, steps.c.not_before.is_not(None))
-            )
             counts: dict[StepState, int] = {}
             retrying = 0
-            for step_state, backing_off, n in conn.execute(query):
+            for step_state, backing_off, n in conn.execute(_UNFINISHED_COUNTS, {"wf": wf_id}):
                 counts[StepState(step_state)] = counts.get(StepState(step_state), 0) + n
                 retrying += n if backing_off else 0
             final = lifecycle.workflow_state(counts, retrying, cancelling=state == WorkflowState.CANCELLING)
@@ -435,14 +453,7 @@ class SqlStore(CredentialRows, FinishedRows):
 
     def _busy(self, conn: Connection, workflow_id: str) -> bool:
         """Whether a step of the workflow is queued or running: an index seek, cheaper than counting."""
-        query = (
-            select(steps.c.id)
-            .where(
-                steps.c.workflow_id == workflow_id, steps.c.state.in_([StepState.QUEUED, StepState.STARTED])
-            )
-            .limit(1)
-        )
-        return conn.execute(query).first() is not None
+        return conn.execute(_BUSY, {"wf": workflow_id}).first() is not None
 
     # -- reading ---------------------------------------------------------------------------------------
 
