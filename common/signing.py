@@ -19,7 +19,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+import nacl.bindings
+import nacl.exceptions
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -33,9 +34,28 @@ def canonical(document: dict[str, Any]) -> bytes:
     return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# Keys are kept as cryptography's objects (PEM files, certificates); signing and verifying a step, once per
+# step on each side, go through libsodium, which does the same Ed25519 in half the time. Its form of each
+# key is made once per key object (held here, so that its id is not reused).
+_SODIUM: dict[int, tuple[Ed25519PrivateKey | Ed25519PublicKey, bytes]] = {}
+
+
+def _sodium(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    """libsodium's form of a key: the 64-byte secret key (seed and public key), or the 32-byte public key."""
+    held = _SODIUM.get(id(key))
+    if held is None or held[0] is not key:
+        if isinstance(key, Ed25519PrivateKey):
+            raw = key.private_bytes_raw() + key.public_key().public_bytes_raw()
+        else:
+            raw = key.public_bytes_raw()
+        held = _SODIUM[id(key)] = (key, raw)
+    return held[1]
+
+
 def sign(key: Ed25519PrivateKey, document: dict[str, Any]) -> dict[str, Any]:
     """The document with its signature in `sig`."""
-    signature = key.sign(canonical(document))
+    data = canonical(document)
+    signature = nacl.bindings.crypto_sign(data, _sodium(key))[: nacl.bindings.crypto_sign_BYTES]
     return {**document, SIG: base64.b64encode(signature).decode()}
 
 
@@ -45,8 +65,11 @@ def verify(key: Ed25519PublicKey, document: dict[str, Any]) -> str | None:
     if not isinstance(signature, str):
         return "it is not signed"
     try:
-        key.verify(base64.b64decode(signature, validate=True), canonical(document))
-    except (InvalidSignature, binascii.Error, ValueError):
+        raw = base64.b64decode(signature, validate=True)
+        if len(raw) != nacl.bindings.crypto_sign_BYTES:
+            raise ValueError("not an Ed25519 signature")
+        nacl.bindings.crypto_sign_open(raw + canonical(document), _sodium(key))
+    except (nacl.exceptions.BadSignatureError, binascii.Error, ValueError):
         return "its signature does not verify against the engine's key"
     return None
 
@@ -90,7 +113,7 @@ def load_public(pem: str | bytes) -> Ed25519PublicKey:
 # by the engine at admission, or made by a trusted agent and kept where only the engine reads it. Only the
 # agent and the engine hold the key, so an event that verifies was written by that agent; another agent,
 # or anything else that can write to the stream, cannot make one. A MAC, not a signature: the engine is the
-# only verifier, and an Ed25519 verification costs about 170 us here, against 2 us, on each of the two or
+# only verifier, and an Ed25519 verification costs about 75 us here, against 2 us, on each of the two or
 # more events of every step.
 
 

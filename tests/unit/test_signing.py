@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -45,3 +46,16 @@ def test_a_key_is_made_once_readable_by_its_owner_only_and_read_back(tmp_path: P
     assert path.stat().st_mode & 0o777 == 0o600
     public = signing.load_public(signing.public_pem(first))
     assert signing.verify(public, signing.sign(again, STEP)) is None
+
+
+def test_signatures_are_plain_ed25519_whichever_library_makes_or_checks_them() -> None:
+    key = Ed25519PrivateKey.generate()
+    signed = signing.sign(key, STEP)
+    # what libsodium signed verifies with OpenSSL's Ed25519, and the other way round
+    key.public_key().verify(base64.b64decode(signed["sig"]), signing.canonical(signed))
+    by_openssl = {**STEP, "sig": base64.b64encode(key.sign(signing.canonical(STEP))).decode()}
+    assert signing.verify(key.public_key(), by_openssl) is None
+    assert (
+        signing.verify(key.public_key(), {**by_openssl, "sig": base64.b64encode(b"x" * 10).decode()})
+        is not None
+    )
