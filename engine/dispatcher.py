@@ -19,6 +19,7 @@ from kombu.exceptions import OperationalError
 
 from common import names, signing
 from common.models import StepMessage
+from engine import batching
 
 log = logging.getLogger("converge.engine")
 
@@ -47,6 +48,8 @@ class Dispatcher:
         self.attempt_ttl_s = attempt_ttl_s
         self._lock = threading.Lock()
         self._held_lock = threading.Lock()
+        # What it published and has not ended yet, for the ingester to batch by (engine.batching).
+        self.outstanding = batching.Outstanding()
         # Steps pinned to an agent that is not alive: by agent, then by (step, attempt).
         self._held: dict[str, dict[tuple[str, int], StepMessage]] = {}
 
@@ -81,6 +84,7 @@ class Dispatcher:
                     kwargsrepr=_display(message),
                 )
                 sent += 1
+        self.outstanding.published(messages)
         return sent
 
     def _prepare(self, messages: list[StepMessage]) -> tuple[dict[str, int], set[str]]:

@@ -32,18 +32,13 @@ from common import names
 from common.lifecycle import Roles
 from common.models import StatusEvent
 from common.store import RecordResult, Store
-from engine import deadletters
+from engine import batching, deadletters
 from engine.dispatcher import PUBLISH_ERRORS
 from engine.eventkeys import Lookup, Refusal, authenticate
 from engine.health import describe, store_is_down
 
 log = logging.getLogger("converge.engine")
 
-# Recording a batch has a fixed cost (a transaction of a few statements) that dwarfs the cost per event.
-# When a read brings several events at once, the stream is busy: wait LINGER_S for more and record them
-# together. One or two events at a time (an idle engine, a chain of steps) never wait.
-LINGER_MIN = 3
-LINGER_S = 0.004
 MAX_FAILURES = 3
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 5.0
@@ -76,6 +71,7 @@ class Ingester:
         *,
         max_failures: int = MAX_FAILURES,
         claim_idle_ms: int = CLAIM_IDLE_MS,
+        outstanding: batching.Outstanding | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -92,6 +88,9 @@ class Ingester:
         self._reread = True  # read our pending entries ("0") before new ones: at start, after a failure
         self._next_claim = 0.0
         self._owed: list[RecordResult] = []  # recorded, but acting on it (publishing) failed: act again
+        # The attempts published and not ended, shared with the dispatcher: whether more events are
+        # coming soon (engine.batching).
+        self.outstanding = batching.Outstanding() if outstanding is None else outstanding
 
     def ensure_group(self) -> None:
         try:
@@ -116,16 +115,18 @@ class Ingester:
             self._reread = rereading = False  # nothing of ours is pending any more: read new entries
             entries = self._read(">", self.batch, block_ms)
             if not entries:
+                self.outstanding.idle()
                 return 0
-        if not rereading and LINGER_MIN <= len(entries) < self.batch:
+        if not rereading and batching.linger(len(entries), self.batch, len(self.outstanding)):
             # A busy stream: a few milliseconds more turn many small transactions into one.
-            time.sleep(LINGER_S)
+            time.sleep(batching.LINGER_S)
             entries += self._read(">", self.batch - len(entries), None)
         self._reread = True  # until this batch is acknowledged
         gone = [e for e in entries if not e[1]]  # deleted from the stream while pending: only acknowledge
         parsed, junk = _parse([e for e in entries if e[1]] if gone else entries)
         try:
             parsed, roles, forged = self._authenticate(parsed)
+            self.outstanding.saw(ev for _, ev in parsed)  # only what agents wrote
             refused = self._record(parsed, roles)
         except StoreDown as exc:
             self._settle(gone, [], junk)

@@ -158,7 +158,13 @@ def run(settings: Settings) -> None:
     requeued = engine.republish_queued()
     if requeued:
         log.info("published %d steps left queued by a previous run", requeued)
-    ingester = Ingester(engine.client, engine.store, engine.act, engine.event_keys.grant)
+    ingester = Ingester(
+        engine.client,
+        engine.store,
+        engine.act,
+        engine.event_keys.grant,
+        outstanding=engine.dispatcher.outstanding,
+    )
     watchdog = Watchdog(engine)
     threads = [
         threading.Thread(target=ingester.run, name="converge-ingest", daemon=True),
