@@ -10,6 +10,7 @@ lost, so that the engine's retry policy decides at once instead of after the no-
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ import redis
 from agents.outbox import Running, process_start
 from agents.reporter import Reporter
 from common import names
-from common.models import AGENT_SEQ
+from common.models import AGENT_SEQ, StepMessage
 
 log = logging.getLogger("converge.agent")
 
@@ -109,9 +110,21 @@ class Courier:
         message = running.message
         for pgid, started in running.groups:
             _end_group(pgid, started)
+        if self._kept(message):  # it ended, and died before clearing its slot: the report goes out
+            self.outbox.clear(running)
+            return
         error = f"worker lost: {why}"
         log.warning("step %s attempt %d: %s", message.step_id, message.attempt, error)
         self.reporter.final(message, AGENT_SEQ, "failed", error=error, retryable=True, lost=True)
+        self.outbox.clear(running)
+
+    def _kept(self, message: StepMessage) -> bool:
+        """Whether the outbox holds how this attempt ended."""
+        for entry in self.outbox.pending_for(message.step_id):
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(entry.event).get("attempt") == message.attempt:
+                    return True
+        return False
 
 
 def _end_group(pgid: int, started: str) -> None:

@@ -120,3 +120,48 @@ def test_a_process_is_named_by_its_pid_and_start_time() -> None:
     child = subprocess.Popen(["true"])
     child.wait()
     assert process_start(child.pid) is None
+
+
+def test_a_shorter_record_over_a_longer_one_reads_back_as_written(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", run_id="run-1")
+    long = MESSAGE.model_copy(update={"spec": {"run": "x" * 500}})
+    outbox.begin(long)
+    outbox.forget(long)
+    outbox.begin(MESSAGE)
+
+    assert [r.message for r in outbox.running()] == [MESSAGE]
+
+
+def test_the_slot_of_a_pool_process_that_ended_between_steps_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    code = (
+        "import sys; from agents.outbox import Outbox; from tests.unit.test_outbox import MESSAGE; "
+        "o = Outbox(sys.argv[1], 'run-1'); o.begin(MESSAGE); o.forget(MESSAGE)"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=Path(__file__).parents[2])
+    outbox = Outbox(path, run_id="run-1")
+    assert len(list(outbox.slots.iterdir())) == 1
+
+    assert outbox.running() == []
+    assert list(outbox.slots.iterdir()) == []
+
+
+def test_a_process_that_died_after_keeping_its_report_is_not_reported_lost(
+    tmp_path: Path, server: fakeredis.FakeServer
+) -> None:
+    path = tmp_path / "outbox.db"
+    # the report is kept (Redis was away) and the process dies before it clears its slot
+    code = (
+        "import sys, os; from agents.outbox import Outbox; from tests.unit.test_outbox import MESSAGE; "
+        "o = Outbox(sys.argv[1], 'run-1'); o.begin(MESSAGE); "
+        "o.put(MESSAGE.step_id, MESSAGE.attempt, "
+        '\'{"step_id": "w.0", "attempt": 1, "seq": 2, "state": "succeeded"}\'); os._exit(9)'
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=False, cwd=Path(__file__).parents[2])
+    outbox = Outbox(path, run_id="run-1")
+
+    courier(outbox, server).run_once()
+    courier(outbox, server).send(older_than_s=0)
+
+    assert [e["state"] for e in stream(server)] == ["succeeded"]
+    assert outbox.running() == []
