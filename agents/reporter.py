@@ -101,7 +101,8 @@ class Reporter:
     @property
     def client(self) -> redis.Redis:
         if self._client is None or self._pid != os.getpid():
-            self._client = fail_fast(self.broker_url, REPORT_TIMEOUT_S)
+            # The step's own reports, one after another from the pool process's step: one connection.
+            self._client = fail_fast(self.broker_url, REPORT_TIMEOUT_S, single=True)
             self._watch_client = fail_fast(self.broker_url, WATCH_TIMEOUT_S)
             self._claim = self._client.register_script(_CLAIM_AND_START)  # EVALSHA, loaded once
             self._pid = os.getpid()

@@ -8,9 +8,11 @@ keeps them `queued`, so an engine that restarts holds them again from there.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import redis
 from celery import Celery
@@ -23,7 +25,10 @@ from engine import batching
 
 log = logging.getLogger("converge.engine")
 
-PUBLISH_BATCH = 100
+T = TypeVar("T")
+
+PUBLISH_BATCH = 100  # messages per Redis pipeline
+FIRST_CHUNK = 8  # the first pipeline of a publish: small, so that an agent can start at once
 
 # What publishing raises when Redis cannot be reached: redis-py's errors, kombu's, or the socket's own.
 PUBLISH_ERRORS = (redis.RedisError, OperationalError, OSError)
@@ -56,16 +61,23 @@ class Dispatcher:
         self._held: dict[str, dict[tuple[str, int], StepMessage]] = {}
 
     def publish(self, messages: Iterable[StepMessage], *, expires_s: float | None = None) -> int:
-        """Publish steps (holding those pinned to an agent that is not alive); returns how many went out."""
-        messages = list(messages)
+        """Publish steps (holding those pinned to an agent that is not alive); returns how many went out.
+
+        `messages` is read a chunk at a time, each chunk published before the next is read: the agents
+        start on the first steps of a big workflow while the rest are still being made and signed. The
+        first chunk is small (FIRST_CHUNK), so that the first step is out within a millisecond or so.
+        """
+        sent = 0
+        for chunk in chunks(messages, FIRST_CHUNK, PUBLISH_BATCH):
+            sent += self._publish_chunk(chunk, expires_s)
+        return sent
+
+    def _publish_chunk(self, messages: list[StepMessage], expires_s: float | None) -> int:
         epochs, away = self._prepare(messages)
         if away:
             self._hold([m for m in messages if m.scope in away])
             messages = [m for m in messages if m.scope not in away]
-        sent = 0
-        # One Redis pipeline per batch of messages (kombu's publish batch) instead of a round trip each;
-        # batches of PUBLISH_BATCH, so that agents start on the first steps of a big workflow while the
-        # rest are being signed.
+        # One Redis pipeline per chunk (kombu's publish batch) instead of a round trip each.
         with self._lock, self.app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
             for message in messages:
                 target = queue_of(message)
@@ -90,9 +102,8 @@ class Dispatcher:
                     # whole spec would cost a repr per step and could be large.
                     kwargsrepr=_display(message),
                 )
-                sent += 1
         self.outstanding.published(messages)
-        return sent
+        return len(messages)
 
     def _prepare(self, messages: list[StepMessage]) -> tuple[dict[str, int], set[str]]:
         """In one round trip: mark the attempts of retried steps current (deliveries of the attempts before
@@ -166,3 +177,12 @@ def _display(message: StepMessage) -> str:
         f"{{'workflow_id': {message.workflow_id!r}, 'step_id': {message.step_id!r}, "
         f"'resource': {message.resource!r}, 'attempt': {message.attempt}, 'mode': {message.mode!r}}}"
     )
+
+
+def chunks(items: Iterable[T], first: int, size: int) -> Iterator[list[T]]:
+    """`items` in lists of `first`, then of `size`, read as they are asked for."""
+    it = iter(items)
+    chunk = list(itertools.islice(it, first))
+    while chunk:
+        yield chunk
+        chunk = list(itertools.islice(it, size))

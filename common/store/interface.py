@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -34,7 +34,9 @@ class Created:
 
     workflow_id: str  # the new workflow, or the active one with the same digest
     created: bool
-    ready: list[StepMessage] = field(default_factory=list)  # the new workflow's first steps: publish them
+    # The new workflow's first steps, to publish; made as they are read, so that the first ones go out
+    # while the rest are still being made: read them once.
+    ready: Iterable[StepMessage] = ()
 
 
 @dataclass

@@ -181,7 +181,7 @@ class SqlStore(CredentialRows, FinishedRows):
             if existing is None:
                 raise
             return Created(existing, created=False)
-        ready = [message_from_row(r) for r in rows if r["state"] == StepState.QUEUED]
+        ready = (message_from_row(r) for r in rows if r["state"] == StepState.QUEUED)
         return Created(plan.id, created=True, ready=ready)
 
     def _insert(self, conn: Connection, plan: WorkflowPlan, source: str, rows: list[dict[str, Any]]) -> None:

@@ -273,7 +273,7 @@ def test_the_same_desired_state_while_its_workflow_is_active_returns_that_workfl
 
     again = submit(store, "w2")
 
-    assert (again.workflow_id, again.created, again.ready) == ("w1", False, [])
+    assert (again.workflow_id, again.created, list(again.ready)) == ("w1", False, [])
     assert store.workflow("w2") is None
 
 
