@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
-from rich.text import Text
+from rich.text import Span, Text
 
 from common.models import (
     FINISHED_WORKFLOW,
@@ -174,19 +174,25 @@ def _steps_table(steps: Sequence[StepView]) -> None:
 
 def _steps_lines(steps: Sequence[StepView]) -> None:
     """The steps as aligned lines, without a box: drawing a rich table of thousands of rows takes
-    seconds (1.7 s for 1,000), these take a few milliseconds."""
+    seconds (1.7 s for 1,000); one text with a style span per state takes milliseconds."""
     rows = [_step_cells(step) for step in steps]
     widths = [max([len(column), *(len(row[i]) for row in rows)]) for i, column in enumerate(_STEP_COLUMNS)]
-    text = Text(" ".join(c.ljust(w) for c, w in zip(_STEP_COLUMNS, widths, strict=True)).rstrip() + "\n")
-    text.stylize("bold")
+    lines = [" ".join(c.ljust(w) for c, w in zip(_STEP_COLUMNS, widths, strict=True)).rstrip()]
+    spans = [Span(0, len(lines[0]), "bold")]
+    offset = len(lines[0]) + 1
+    state_at = sum(widths[:2]) + 2  # where the state column starts in a line
+    note_at = sum(widths[:-1]) + len(widths) - 1
     for step, row in zip(steps, rows, strict=True):
-        for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
-            style = _STATE_STYLE.get(cell, "") if i == 2 else ("red" if i == 8 and step.error else "")
-            text.append(cell, style=style)
-            if i < 8:
-                text.append(" " * (width - len(cell) + 1))
-        text.append("\n")
-    console.print(text, end="", soft_wrap=True)
+        padded = (cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False))
+        line = " ".join([*padded, row[-1]])
+        style = _STATE_STYLE.get(row[2])
+        if style:
+            spans.append(Span(offset + state_at, offset + state_at + len(row[2]), style))
+        if step.error and row[-1]:
+            spans.append(Span(offset + note_at, offset + note_at + len(row[-1]), "red"))
+        lines.append(line.rstrip())
+        offset += len(lines[-1]) + 1
+    console.print(Text("\n".join(lines), spans=spans), soft_wrap=True)
 
 
 NOTE_CHARS = 100
