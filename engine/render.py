@@ -175,6 +175,8 @@ def _steps_table(steps: Sequence[StepView]) -> None:
 def _steps_lines(steps: Sequence[StepView]) -> None:
     """The steps as aligned lines, without a box: drawing a rich table of thousands of rows takes
     seconds (1.7 s for 1,000); one text with a style span per state takes milliseconds."""
+    if not steps:
+        return
     rows = [_step_cells(step) for step in steps]
     widths = [max([len(column), *(len(row[i]) for row in rows)]) for i, column in enumerate(_STEP_COLUMNS)]
     lines = [" ".join(c.ljust(w) for c, w in zip(_STEP_COLUMNS, widths, strict=True)).rstrip()]
@@ -342,11 +344,11 @@ def _poll(
         view = fetch()
         answered = time.monotonic()
         draw(view)
-        if view.state in FINISHED_WORKFLOW or (deadline is not None and answered > deadline):
+        if view.state in FINISHED_WORKFLOW or (deadline is not None and answered >= deadline):
             return view
         next_poll = answered + POLL_INTERVAL_S
         if deadline is not None:
-            next_poll = min(next_poll, max(deadline, answered))
+            next_poll = min(next_poll, deadline)  # one last look when the timeout runs out
         time.sleep(max(0.0, next_poll - time.monotonic()))
 
 
