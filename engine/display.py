@@ -8,7 +8,6 @@ one pass over the steps to count them; what is drawn is bounded by the terminal,
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,13 +63,23 @@ class Frame:
         return " and ".join(f"{n} more {what}" for n, what in left_out if n)
 
 
+# The summary count of a step in each state but `succeeded`, which counts as `changed` or `ok`.
+_COUNT_OF = {
+    StepState.FAILED: "failed",
+    StepState.TIMED_OUT: "failed",
+    StepState.SKIPPED: "skipped",
+    StepState.CANCELLED: "cancelled",
+    StepState.STARTED: "running",
+    StepState.QUEUED: "queued",
+    StepState.PENDING: "pending",
+}
+
+
 def count(step: StepView) -> str:
     """The summary count a step adds to: its recap outcome once finished, else running, queued or pending."""
-    if step.state in FINISHED_STEP:
-        return recap.outcome(step)
-    if step.state == StepState.STARTED:
-        return "running"
-    return str(step.state)
+    if step.state == StepState.SUCCEEDED:
+        return "changed" if step.changed else "ok"
+    return _COUNT_OF[step.state]
 
 
 def fits(steps: int, height: int, overhead: int = FRAME_OVERHEAD_LINES) -> bool:
@@ -113,34 +122,36 @@ class Display:
 
     def frame(self, view: WorkflowView, now_s: float) -> Frame:
         steps = view.steps or []
-        counts = Counter(count(s) for s in steps)
-        done = sum(counts[k] for k in FINISHED_COUNTS)
+        counts: dict[str, int] = dict.fromkeys(COUNT_ORDER, 0)
+        running: list[StepView] = []
+        failed: list[StepView] = []
+        for s in steps:  # one pass: at 10,000 steps this is most of a frame's cost
+            kind = count(s)
+            counts[kind] += 1
+            if kind == "running":
+                running.append(s)
+            elif kind == "failed":
+                failed.append(s)
         compact = not fits(len(steps), self.height)
+        hidden_running = hidden_failed = 0
+        shown: Sequence[StepView] = steps
         if compact:
-            lines, hidden_running, hidden_failed = self._busy(steps)
-        else:
-            lines, hidden_running, hidden_failed = tuple(step_line(s) for s in steps), 0, 0
+            show_running, show_failed = share(len(running), len(failed), self.height - FRAME_OVERHEAD_LINES)
+            shown = [*running[:show_running], *failed[:show_failed]]
+            hidden_running, hidden_failed = len(running) - show_running, len(failed) - show_failed
         return Frame(
             workflow_id=view.id,
             name=view.name,
             state=str(view.state),
-            done=done,
+            done=sum(counts[k] for k in FINISHED_COUNTS),
             total=len(steps),
-            counts=dict(counts),
+            counts={k: n for k, n in counts.items() if n},
             elapsed_s=max(0.0, now_s - self.started_s),
             compact=compact,
-            lines=lines,
+            lines=tuple(step_line(s) for s in shown),
             hidden_running=hidden_running,
             hidden_failed=hidden_failed,
         )
-
-    def _busy(self, steps: Sequence[StepView]) -> tuple[tuple[StepLine, ...], int, int]:
-        """The running steps and the failed ones, in file order each, cut to what fits."""
-        running = [s for s in steps if s.state == StepState.STARTED]
-        failed = [s for s in steps if s.state in FAILED]
-        show_running, show_failed = share(len(running), len(failed), self.height - FRAME_OVERHEAD_LINES)
-        lines = tuple(step_line(s) for s in [*running[:show_running], *failed[:show_failed]])
-        return lines, len(running) - show_running, len(failed) - show_failed
 
 
 @dataclass(frozen=True)
