@@ -260,8 +260,7 @@ def finish(
             extra["recap"] = counts
         render.emit_json({"workflow": view.model_dump(mode="json"), **extra})
     elif waited:
-        render.workflow_detail(view)
-        render.recap_report(counts)
+        render.workflow_result(view, counts)
     else:
         click.echo(f"workflow {view.id} {view.state}: follow it with `converge workflows show {view.id}`")
     if not waited:

@@ -1,4 +1,4 @@
-"""How the CLI shows things: tables, live progress bars, JSON documents."""
+"""How the CLI shows things: tables, the live display of `apply --wait`, JSON documents."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Span, Text
 
 from common.models import (
-    FINISHED_STEP,
     FINISHED_WORKFLOW,
     AgentView,
     CheckResult,
@@ -24,7 +25,7 @@ from common.models import (
     StepView,
     WorkflowView,
 )
-from engine import recap
+from engine import display, recap
 from workflows.registry import Registry, action_word, default_registry
 
 
@@ -103,29 +104,97 @@ def workflows_table(views: Sequence[WorkflowView], title: str) -> None:
 
 
 def workflow_detail(view: WorkflowView) -> None:
+    """`workflows show`: the workflow's line and a table of all its steps."""
+    _workflow_line(view)
+    _steps_table(view.steps or [])
+
+
+def workflow_result(view: WorkflowView, counts: recap.Recap) -> None:
+    """The table after `apply --wait`: every step when they fit the terminal, else only the steps that did
+    not end unchanged, a line that counts the others, then the recap."""
+    _workflow_line(view)
+    steps = view.steps or []
+    height = console.size.height if console.is_terminal else None
+    chosen = display.final_table(steps, height, overhead=FINAL_OVERHEAD_LINES + len(counts))
+    if chosen.compact:
+        _steps_lines(chosen.steps)
+        console.print(
+            f"{chosen.unchanged:,} of {len(steps):,} steps unchanged, not listed; "
+            f"all of them: converge workflows show {view.id}",
+            highlight=False,
+        )
+    else:
+        _steps_table(chosen.steps)
+    recap_report(counts)
+
+
+# Lines of the result besides its steps and the recap's lines: the workflow's line, the table's borders
+# and header, the line counting what is not listed, the recap's title and the prompt's line.
+FINAL_OVERHEAD_LINES = 8
+_STEP_COLUMNS = ("resource", "role", "state", "changed", "attempt", "agent", "progress", "took", "message")
+
+
+def _workflow_line(view: WorkflowView) -> None:
     console.print(
         f"workflow [bold]{view.id}[/] ({view.name}): {_state(view.state)}, created {_when(view.created_at)}"
         + (f", finished {_when(view.finished_at)}" if view.finished_at else "")
     )
+
+
+def _step_cells(step: StepView) -> list[str]:
+    """A step's cells, plain text, in the order of _STEP_COLUMNS."""
+    changed = "-" if step.changed is None else ("yes" if step.changed else "no")
+    progress = "-" if step.progress is None else f"{step.progress:.0f}%"
+    note = _one_line(step.error or step.message or "")
+    return [
+        step.resource,
+        step.role,
+        str(step.state),
+        changed,
+        str(step.attempt),
+        step.agent or "-",
+        progress,
+        _duration(step),
+        note,
+    ]
+
+
+def _steps_table(steps: Sequence[StepView]) -> None:
     table = Table()
-    for column in ("resource", "role", "state", "changed", "attempt", "agent", "progress", "took", "message"):
+    for column in _STEP_COLUMNS:
         table.add_column(column)
-    for step in view.steps or []:
-        changed = "-" if step.changed is None else ("yes" if step.changed else "no")
-        progress = "-" if step.progress is None else f"{step.progress:.0f}%"
-        note = escape(_one_line(step.error or step.message or ""))
-        table.add_row(
-            step.resource,
-            step.role,
-            _state(step.state),
-            changed,
-            str(step.attempt),
-            step.agent or "-",
-            progress,
-            _duration(step),
-            f"[red]{note}[/]" if step.error else note,
-        )
+    for step in steps:
+        cells = [escape(cell) for cell in _step_cells(step)]
+        cells[2] = _state(step.state)
+        if step.error:
+            cells[-1] = f"[red]{cells[-1]}[/]"
+        table.add_row(*cells)
     console.print(table)
+
+
+def _steps_lines(steps: Sequence[StepView]) -> None:
+    """The steps as aligned lines, without a box: drawing a rich table of thousands of rows takes
+    seconds (1.7 s for 1,000); one text with a style span per state takes milliseconds."""
+    if not steps:
+        return
+    rows = [_step_cells(step) for step in steps]
+    widths = [max([len(column), *(len(row[i]) for row in rows)]) for i, column in enumerate(_STEP_COLUMNS)]
+    lines = [" ".join(c.ljust(w) for c, w in zip(_STEP_COLUMNS, widths, strict=True)).rstrip()]
+    spans = [Span(0, len(lines[0]), "bold")]
+    offset = len(lines[0]) + 1
+    state_at = sum(widths[:2]) + 2  # where the state column starts in a line
+    note_at = sum(widths[:-1]) + len(widths) - 1
+    for step, row in zip(steps, rows, strict=True):
+        padded = (cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False))
+        line = " ".join([*padded, row[-1]])
+        style = _STATE_STYLE.get(row[2])
+        if style:
+            spans.append(Span(offset + state_at, offset + state_at + len(row[2]), style))
+        if step.error and row[-1]:
+            spans.append(Span(offset + note_at, offset + note_at + len(row[-1]), "red"))
+        lines.append(line.rstrip())
+        offset += len(lines[-1]) + 1
+    console.print(Text("\n".join(lines), spans=spans), soft_wrap=True)
 
 
 NOTE_CHARS = 100
@@ -246,34 +315,61 @@ def recap_report(counts: recap.Recap) -> None:
         console.print(f"  {line}", highlight=False)
 
 
+# The engine is asked at most this often, counted from the end of the last answer: a slow engine gets
+# fewer requests, not more of them queued.
+POLL_INTERVAL_S = 0.25
+REFRESH_PER_SECOND = 4
+
+
 def follow(fetch: Callable[[], WorkflowView], timeout_s: float | None, live: bool) -> WorkflowView:
-    """Poll a workflow until it finishes (or `timeout_s` passes), with one progress bar per step."""
+    """Poll a workflow until it finishes (or `timeout_s` passes); when `live`, draw it on stderr as it
+    goes (engine.display says what) if stderr is a terminal, else draw nothing at all."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    view = fetch()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[note]}"),
-        console=errors,
-        disable=not live,
-        transient=False,
-    ) as progress:
-        bars: dict[str, TaskID] = {}
-        while True:
-            _update_bars(progress, bars, view)
-            if view.state in FINISHED_WORKFLOW or (deadline is not None and time.monotonic() > deadline):
-                return view
-            time.sleep(0.2)
-            view = fetch()
+    if not (live and errors.is_terminal):
+        return _poll(fetch, deadline, lambda view: None)
+    model = display.Display(height=errors.size.height, started_s=time.monotonic())
+    with Live(console=errors, refresh_per_second=REFRESH_PER_SECOND, transient=True) as screen:
+
+        def draw(view: WorkflowView) -> None:
+            model.height = errors.size.height  # the terminal may have been resized
+            screen.update(live_frame(model.frame(view, time.monotonic())))
+
+        return _poll(fetch, deadline, draw)
 
 
-def _update_bars(progress: Progress, bars: dict[str, TaskID], view: WorkflowView) -> None:
-    for step in view.steps or []:
-        if step.id not in bars:
-            bars[step.id] = progress.add_task(step.resource, total=100, note="")
-        done = 100.0 if step.state in FINISHED_STEP else (step.progress or 0.0)
-        note = f"{step.state}" + (f" - {step.message}" if step.message else "")
-        if step.error:
-            note = f"{step.state} - {step.error}"
-        progress.update(bars[step.id], completed=done, note=note)
+def _poll(
+    fetch: Callable[[], WorkflowView], deadline: float | None, draw: Callable[[WorkflowView], None]
+) -> WorkflowView:
+    while True:
+        view = fetch()
+        answered = time.monotonic()
+        draw(view)
+        if view.state in FINISHED_WORKFLOW or (deadline is not None and answered >= deadline):
+            return view
+        next_poll = answered + POLL_INTERVAL_S
+        if deadline is not None:
+            next_poll = min(next_poll, deadline)  # one last look when the timeout runs out
+        time.sleep(max(0.0, next_poll - time.monotonic()))
+
+
+def live_frame(frame: display.Frame) -> RenderableType:
+    """What the live display draws for one frame: a header, the summary bar and the step lines."""
+    header = Text.from_markup(
+        f"workflow [bold]{escape(frame.workflow_id)}[/] ({escape(frame.name)}): {_state(frame.state)}, "
+        f"{frame.elapsed_s:.1f}s"
+    )
+    summary = Table.grid(padding=(0, 1))
+    summary.add_row(ProgressBar(total=max(1, frame.total), completed=frame.done, width=30), frame.summary())
+    steps = Table.grid(padding=(0, 1))
+    steps.add_column(no_wrap=True, overflow="ellipsis", max_width=50)
+    steps.add_column(no_wrap=True)
+    steps.add_column(no_wrap=True, justify="right")
+    steps.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
+    for line in frame.lines:
+        progress = "" if line.progress is None else f"{line.progress:.0f}%"
+        note = Text(line.note, style="red" if line.failed else "")
+        steps.add_row(escape(line.resource), _state(line.state), progress, note)
+    parts: list[RenderableType] = [header, summary, steps]
+    if frame.hidden():
+        parts.append(Text(f"... {frame.hidden()}", style="dim"))
+    return Group(*parts)

@@ -110,8 +110,7 @@ def up(file: str | None, home: Path, *, once: bool, timeout_s: float, as_json: b
         if as_json:
             render.emit_json(_document(view, counts, env, token, home))
         else:
-            render.workflow_detail(view)
-            render.recap_report(counts)
+            render.workflow_result(view, counts)
             _how_to_look(view.id, env, token, once=once)
         code = 0 if view.state == WorkflowState.SUCCEEDED else 1
         if once:
