@@ -74,12 +74,16 @@ class PackageProvider(Provider[PackageSpec]):
     """Observes with dpkg-query and apt-cache, then runs one apt-get (install NAME=VERSION, remove or purge).
 
     When the package lists do not hold what is asked for, `apply` runs apt-get update first; a plan does not.
-    A removal that would take other packages with it is refused.
+    A removal that would take other packages with it is refused. A dpkg lock held by another process (say,
+    an unattended upgrade) fails the step after 10 s, and its retry policy tries again.
+
+    Every apt-get and apt-cache gets the options in the agent's environment variable CONVERGE_APT_OPTIONS
+    (shell words), e.g. `-o Dir::Etc::SourceList=/etc/converge/mirror.list -o Dir::Etc::SourceParts=-` for
+    sources of its own; it runs with DEBIAN_FRONTEND=noninteractive and keeps edited configuration files.
     """
 
     kind = "package"
     spec_model = PackageSpec
-    create_words = ("install", "installed")
 
     def identity(self, spec: PackageSpec) -> str | None:
         return f"package:{spec.name}"
