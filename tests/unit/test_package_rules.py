@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from workflows.kinds import package as package_kind
+from workflows.kinds._run import Ran
 from workflows.kinds.debversion import compare
 from workflows.kinds.package import PackageSpec, apt_options
 from workflows.kinds.package_rules import (
@@ -142,3 +144,21 @@ def test_apt_options_come_from_the_agents_environment(monkeypatch: pytest.Monkey
     with pytest.raises(StepError, match="CONVERGE_APT_OPTIONS cannot be read") as raised:
         apt_options()
     assert raised.value.retryable is False
+
+
+def apt_failed(stderr: str) -> StepError:
+    with pytest.raises(StepError) as raised:
+        package_kind._checked(Ran(("apt-get", "install"), 100, "", stderr), "install nginx")
+    return raised.value
+
+
+def test_a_held_dpkg_lock_is_retryable_and_what_apt_refused_is_not() -> None:
+    locked = apt_failed("E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 42 (apt)")
+    unknown = apt_failed("E: Unable to locate package nginx")
+    interrupted = apt_failed("E: dpkg was interrupted, you must manually run 'dpkg --configure -a'")
+    mirror = apt_failed("E: Failed to fetch http://deb.example/pool/nginx.deb  Connection refused")
+
+    assert locked.retryable is True and "the dpkg lock is held by another process" in str(locked)
+    assert unknown.retryable is False and "apt-get exited with code 100" in str(unknown)
+    assert interrupted.retryable is False and "dpkg --configure -a" in str(interrupted)
+    assert mirror.retryable is True

@@ -26,7 +26,10 @@ class Ran:
     def failure(self) -> str:
         """`TOOL exited with code N: <end of stderr, or of stdout>`."""
         tail = self.stderr or self.stdout
-        head = f"{self.argv[0]} exited with code {self.code}"
+        if self.code < 0:
+            head = f"{self.argv[0]} killed by signal {-self.code}"
+        else:
+            head = f"{self.argv[0]} exited with code {self.code}"
         return f"{head}: {tail}" if tail else head
 
 

@@ -196,5 +196,11 @@ def _checked(ran: Ran, doing: str) -> Ran:
             f"cannot {doing}: the dpkg lock is held by another process (an unattended upgrade, another apt): "
             f"the step is retried; {ran.stderr}"
         )
+    if "dpkg was interrupted" in ran.stderr:
+        raise StepError(
+            f"cannot {doing}: an earlier dpkg run was interrupted (killed mid-install?): run "
+            f"`dpkg --configure -a` on the host, then retry the workflow",
+            retryable=False,
+        )
     refused = "Unable to locate package" in ran.stderr or "was not found" in ran.stderr
     raise StepError(f"cannot {doing}: {ran.failure()}", retryable=not refused)
