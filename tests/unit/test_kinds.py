@@ -57,8 +57,16 @@ class TimedContext(NullContext):
 # --- registry -----------------------------------------------------------------------------------------
 
 
-def test_default_registry_holds_the_four_builtin_kinds_without_a_default_role() -> None:
-    assert default_registry().kinds() == ["command", "directory", "file", "wait_for"]
+def test_default_registry_holds_the_builtin_kinds_without_a_default_role() -> None:
+    assert default_registry().kinds() == [
+        "command",
+        "directory",
+        "file",
+        "group",
+        "package",
+        "user",
+        "wait_for",
+    ]
     assert all(provider.default_role is None for provider in builtin_providers())
 
 

@@ -1,4 +1,4 @@
-"""The built-in resource kinds: `file`, `directory`, `command` and `wait_for`."""
+"""The built-in resource kinds: `file`, `directory`, `command`, `wait_for`, `package`, `user` and `group`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from typing import Any
 from workflows.kinds.command import CommandProvider, CommandSpec
 from workflows.kinds.directory import DirectoryProvider, DirectorySpec
 from workflows.kinds.file import FileProvider, FileSpec
+from workflows.kinds.group import GroupProvider, GroupSpec
+from workflows.kinds.package import PackageProvider, PackageSpec
+from workflows.kinds.user import UserProvider, UserSpec
 from workflows.kinds.wait_for import WaitForProvider, WaitForSpec
 from workflows.registry import Provider
 
@@ -17,6 +20,12 @@ __all__ = [
     "DirectorySpec",
     "FileProvider",
     "FileSpec",
+    "GroupProvider",
+    "GroupSpec",
+    "PackageProvider",
+    "PackageSpec",
+    "UserProvider",
+    "UserSpec",
     "WaitForProvider",
     "WaitForSpec",
     "builtin_providers",
@@ -25,4 +34,12 @@ __all__ = [
 
 def builtin_providers() -> list[Provider[Any]]:
     """A fresh instance of each built-in provider, for a registry to hold."""
-    return [FileProvider(), DirectoryProvider(), CommandProvider(), WaitForProvider()]
+    return [
+        FileProvider(),
+        DirectoryProvider(),
+        CommandProvider(),
+        WaitForProvider(),
+        PackageProvider(),
+        UserProvider(),
+        GroupProvider(),
+    ]

@@ -73,11 +73,19 @@ class CommandSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run: ShellCommand
-    creates: AbsolutePath | None = None
-    unless: ShellCommand | None = None
-    cwd: AbsolutePath | None = None
-    env: dict[str, str | CredentialRef] | None = None
+    run: ShellCommand = Field(description="The command, run by `/bin/sh -c` in a process group of its own.")
+    creates: AbsolutePath | None = Field(
+        default=None, description="A path `run` makes: when it exists, the command does not run."
+    )
+    unless: ShellCommand | None = Field(
+        default=None, description="A command whose success means compliant: then `run` does not run."
+    )
+    cwd: AbsolutePath | None = Field(default=None, description="The directory the commands start in.")
+    env: dict[str, str | CredentialRef] | None = Field(
+        default=None,
+        description="Variables added to the agent's environment: a string, or `{credential: NAME}` (for "
+        "`run` only) naming a credential the resource lists.",
+    )
 
     @field_validator("env")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.models import Change
 from workflows.context import StepContext
@@ -19,8 +19,8 @@ class DirectorySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: AbsolutePath
-    mode: OctalMode = "0755"
+    path: AbsolutePath = Field(description="The directory; missing parents are created too.")
+    mode: OctalMode = Field(default="0755", description="Its permission bits (its contents are left alone).")
 
 
 class DirectoryProvider(Provider[DirectorySpec]):

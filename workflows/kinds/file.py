@@ -8,7 +8,7 @@ import os
 import stat
 import tempfile
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.models import Change
 from workflows.context import StepContext
@@ -24,9 +24,9 @@ class FileSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: AbsolutePath
-    content: str
-    mode: OctalMode = "0644"
+    path: AbsolutePath = Field(description="The file; a symlink there is followed.")
+    content: str = Field(description="Exactly what the file holds, written as UTF-8.")
+    mode: OctalMode = Field(default="0644", description="Its permission bits.")
 
 
 class FileProvider(Provider[FileSpec]):

@@ -28,9 +28,14 @@ class WaitForSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    path: AbsolutePath | None = None
-    within_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="How long to wait.")
+    path: AbsolutePath | None = Field(default=None, description="A path to wait for.")
+    within_s: float = Field(
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="With `path`: fail when it has not appeared after this long.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> Self:
