@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agents import config, enroll, worker
+from agents import cli_extensions, config, enroll, worker
 from common import cli as common_cli
 from common import names
 from common.errors import BadInput
@@ -185,3 +185,5 @@ def _show(key: str, value: Any) -> str:
 
 
 main.add_command(common_cli.help_command("converge-agent"))
+main.add_command(cli_extensions.extensions_cmd)
+main.add_command(cli_extensions.capabilities_cmd)

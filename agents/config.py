@@ -119,6 +119,14 @@ class AgentSettings(BaseSettings):
     # Celery task events, so that Flower sees every step. They cost a few publishes per step; an agent
     # that nobody watches with Flower can turn them off (Flower turns them back on when it runs).
     task_events: bool = True
+    # Python files that replace or wrap step implementations and validators (agents.extensions,
+    # docs/extensions.md); empty: `extensions` under state_dir. The execution policy (the seed's script
+    # execution policy) decides which load: `restricted` only those owned by root or the agent's user and
+    # writable by nobody else, `unrestricted` any.
+    extensions_dir: Path | None = None
+    execution_policy: Literal["restricted", "unrestricted"] = "restricted"
+    # A capability document (XML or JSON) for `converge-agent capabilities` to show instead of the host's.
+    capabilities_file: Path | None = None
 
     @model_validator(mode="after")
     def _default_id(self) -> Self:

@@ -16,7 +16,7 @@ from celery import Celery, signals
 from celery.exceptions import SecurityWarning
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agents import enroll
+from agents import enroll, extensions
 from agents.config import AgentSettings, ConfigError
 from agents.connection import fail_fast
 from agents.courier import Courier
@@ -35,7 +35,7 @@ from common.errors import Refused, Unreachable
 from common.models import StepMessage
 from common.settings import redact
 from common.version import converge_version
-from workflows.registry import default_registry
+from workflows.registry import Registry, default_registry
 
 log = logging.getLogger("converge.agent")
 
@@ -60,7 +60,11 @@ def open_outbox(settings: AgentSettings) -> Outbox:
 
 
 def build_app(
-    settings: AgentSettings, reporter: Reporter, link: Link, engine_key: Ed25519PublicKey
+    settings: AgentSettings,
+    reporter: Reporter,
+    link: Link,
+    engine_key: Ed25519PublicKey,
+    registry: Registry | None = None,
 ) -> Celery:
     """The agent's Celery app with the step task bound to this agent's runner."""
     app = make_app(
@@ -69,7 +73,7 @@ def build_app(
     runner = StepRunner(
         settings.id,
         settings.roles,
-        default_registry(),
+        registry or default_registry(),
         reporter,
         settings.progress_interval_s,
         settings.visibility_timeout_s,
@@ -160,7 +164,9 @@ def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool
         event_key = trusted_event_key(settings)
         registered = base64.b64encode(event_key).decode()
     client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=5)
+    registry, loaded = extensions.agent_registry(settings)  # announced: a refused file shows in agents list
     info = agent_info(settings, converge_version())
+    info = info.model_copy(update={"extension_problems": extensions.announced_problems(registry, loaded)})
     token = new_token(info.host, info.pid)
     try:  # the id, before the outbox that lives in its folder: Refused while another live agent holds it
         claim(client, info, token, settings.heartbeat_ttl_s, registered)
@@ -181,7 +187,7 @@ def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool
         holder,
         EngineApi.from_settings(settings),
     )
-    app = build_app(settings, reporter, link, engine_key)
+    app = build_app(settings, reporter, link, engine_key, registry)
     elector = Elector(
         Election(
             fail_fast(settings.broker_url, settings.heartbeat_interval_s),
@@ -236,6 +242,7 @@ def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool
         for name in ("celery.worker.strategy", "celery.app.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)
     signals.celeryd_after_setup.connect(lambda **_: say_start(settings), weak=False)  # Celery's logging is up
+    signals.celeryd_after_setup.connect(lambda **_: extensions.log_report(loaded), weak=False)
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)
     app.worker_main(

@@ -200,6 +200,8 @@ class AgentInfo(BaseModel):
     heartbeat_ttl_s: float | None = None
     started_at: datetime
     last_seen: datetime
+    # Each extension file or package kind that did not load, and why (the agent runs the built-ins instead).
+    extension_problems: list[str] = Field(default_factory=list)
 
 
 AgentState = Literal["active", "backup", "unavailable", "pending", "denied"]
@@ -224,6 +226,8 @@ class AgentView(BaseModel):
     # The operator's decision on its enrollment (engine.admission); None for an agent that did not enroll
     # (given its broker URL directly: the trusted path).
     admission: AdmissionState | None = None
+    # Extension files and package kinds the agent could not load (agents.extensions).
+    extension_problems: list[str] = Field(default_factory=list)
 
 
 class EnrollRequest(BaseModel):

@@ -496,7 +496,7 @@ def agents_list(as_json: bool, url: str | None) -> None:
 
 
 _AGENT_FIELDS = {"id", "roles", "state", "leader_of", "last_seen", "running", "host", "pid", "version"}
-_AGENT_FIELDS |= {"throttle", "step_timeout_s", "epochs", "admission"}
+_AGENT_FIELDS |= {"throttle", "step_timeout_s", "epochs", "admission", "extension_problems"}
 
 
 @agents.command("forget")

@@ -75,6 +75,7 @@ def _view(
         throttle=info.throttle,
         step_timeout_s=info.step_timeout_s,
         admission=record.state if record else None,
+        extension_problems=info.extension_problems,
     )
 
 

@@ -266,6 +266,9 @@ def agents_table(views: Sequence[AgentView]) -> None:
             _ago(a.last_seen),
         )
     console.print(table)
+    for a in views:
+        for problem in a.extension_problems:
+            console.print(f"agent {a.id}: extension not loaded, runs the built-ins: {problem}", markup=False)
 
 
 def plan_report(results: Sequence[CheckResult]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from common.models import Mode
 from workflows.context import NullContext
 from workflows.execute import Outcome, execute
-from workflows.registry import Registry, default_registry
+from workflows.registry import Provider, Registry, default_registry
 
 
 def run_resource(
@@ -26,3 +26,12 @@ def run_resource(
     ctx = NullContext()
     outcome = execute(registry if registry is not None else default_registry(), kind, spec, mode, ctx)
     return outcome, ctx
+
+
+def registry_with(*providers: Provider[Any]) -> Registry:
+    """The built-in kinds and `providers`: a registry to pass to run_resource for testing your own kind
+    before it is installed (installed packages' kinds are left out, so that a test sees only yours)."""
+    registry = default_registry(packages=False)
+    for provider in providers:
+        registry.register(provider)
+    return registry
