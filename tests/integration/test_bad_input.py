@@ -41,6 +41,14 @@ CASES: dict[str, tuple[bytes, int | None, str, str]] = {
         "resources[1]",
         "directory/a",
     ),
+    "conflicting_resources": (
+        HEADER.encode()
+        + b"  - {kind: directory, name: a, role: web, spec: {path: /tmp/a}}\n"
+        + b"  - {kind: file, name: b, role: web, spec: {path: /tmp//a/, content: x}}\n",
+        6,
+        "resources[1]",
+        "file/b and directory/a (",
+    ),
     "missing_dependency": (
         HEADER.encode()
         + b"  - {kind: directory, name: a, role: web, depends_on: [file/ghost], spec: {path: /tmp/a}}\n",
