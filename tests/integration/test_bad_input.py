@@ -121,7 +121,7 @@ def test_bad_input_exits_2_names_file_line_and_field_and_stores_nothing(
     assert json.loads(cluster.cli("workflows", "list", "--json").stdout) == []
 
 
-@pytest.mark.parametrize("case", ["unknown_kind", "dependency_cycle", "not_utf8"])
+@pytest.mark.parametrize("case", ["unknown_kind", "dependency_cycle", "conflicting_resources", "not_utf8"])
 def test_the_engine_refuses_bad_input_sent_past_the_cli(cluster: Cluster, case: str) -> None:
     content = CASES[case][0].decode("utf-8", errors="replace") if case != "not_utf8" else "\ufffd: [\n"
 
