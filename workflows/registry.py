@@ -48,6 +48,15 @@ class Provider(Generic[S]):
     def parse(self, spec: dict[str, Any]) -> S:
         return self.spec_model.model_validate(spec)  # type: ignore[return-value]
 
+    def identity(self, spec: S) -> str | None:
+        """What on a host this resource manages (`path:/srv/www`, `package:nginx`), or None.
+
+        Two resources with one identity that can land on the same host fight each other, so the loader
+        refuses them (docs/file-format.md, "Conflicts"). Kinds that share a namespace (file and directory
+        both own paths) return the same prefix.
+        """
+        return None
+
     def check(self, spec: S, ctx: StepContext) -> Change:
         raise NotImplementedError
 

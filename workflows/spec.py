@@ -338,12 +338,15 @@ def _check_resources(items: list[Any], out: _Problems, registry: Registry) -> li
     refs = _index_refs(items, out)
     graph: dict[str, list[tuple[int, str]]] = {}
     resources: list[Resource] = []
+    owners: list[tuple[int, Resource]] = []
     for index, item in enumerate(items):
         loc: Loc = ("resources", index)
         if not isinstance(item, dict):
             out.add(loc, f"must be a mapping with kind, name and spec, got {shown(item)}")
             continue
         resource = _check_resource(loc, item, out, registry)
+        if resource is not None:
+            owners.append((index, resource))
         edges = _check_depends_on(loc, item, refs, out)
         ref = _ref_of(item)
         if ref is not None and refs[ref] == index:
@@ -351,7 +354,48 @@ def _check_resources(items: list[Any], out: _Problems, registry: Registry) -> li
         if resource is not None:
             resources.append(resource)
     _check_cycles(graph, refs, out)
+    _check_conflicts(owners, out, registry)
     return resources
+
+
+def _scopes_overlap(first: str | None, second: str | None) -> bool:
+    """Whether two scopes of one role can put a step on the same agent.
+
+    No scope (the role's active agent) and `each` (every live agent) can reach any agent of the role;
+    two agent ids overlap only when they are the same agent.
+    """
+    return first in (None, EACH) or second in (None, EACH) or first == second
+
+
+def _check_conflicts(owners: list[tuple[int, Resource]], out: _Problems, registry: Registry) -> None:
+    """Report two resources that manage the same thing (Provider.identity) and can land on one host.
+
+    They can when they have the same role and overlapping scopes. Different roles are taken as different
+    hosts: the file cannot know which agents will take which roles.
+    """
+    seen: dict[str, list[tuple[int, Resource]]] = {}
+    for index, resource in owners:
+        provider = registry.get(resource.kind)
+        if provider is None:
+            continue
+        try:
+            identity = provider.identity(provider.parse(resource.spec))
+        except ValidationError:
+            continue
+        if identity is None:
+            continue
+        for other_index, other in seen.get(identity, []):
+            if other.role == resource.role and _scopes_overlap(other.scope, resource.scope):
+                where = f"{out.filename}:{out.lines.line(('resources', other_index))}"
+                thing = identity.replace(":", " ", 1)
+                out.add(
+                    ("resources", index),
+                    f"conflict: {resource.ref} and {other.ref} ({where}, resources[{other_index}]) both "
+                    f"manage {thing} on role {resource.role}: keep one, or give them different roles or "
+                    "agents (scope)",
+                )
+                break
+        seen.setdefault(identity, []).append((index, resource))
 
 
 def _check_resource(loc: Loc, item: dict[Any, Any], out: _Problems, registry: Registry) -> Resource | None:

@@ -41,6 +41,14 @@ CASES: dict[str, tuple[bytes, int | None, str, str]] = {
         "resources[1]",
         "directory/a",
     ),
+    "conflicting_resources": (
+        HEADER.encode()
+        + b"  - {kind: directory, name: a, role: web, spec: {path: /tmp/a}}\n"
+        + b"  - {kind: file, name: b, role: web, spec: {path: /tmp//a/, content: x}}\n",
+        6,
+        "resources[1]",
+        "file/b and directory/a (",
+    ),
     "missing_dependency": (
         HEADER.encode()
         + b"  - {kind: directory, name: a, role: web, depends_on: [file/ghost], spec: {path: /tmp/a}}\n",
@@ -113,7 +121,7 @@ def test_bad_input_exits_2_names_file_line_and_field_and_stores_nothing(
     assert json.loads(cluster.cli("workflows", "list", "--json").stdout) == []
 
 
-@pytest.mark.parametrize("case", ["unknown_kind", "dependency_cycle", "not_utf8"])
+@pytest.mark.parametrize("case", ["unknown_kind", "dependency_cycle", "conflicting_resources", "not_utf8"])
 def test_the_engine_refuses_bad_input_sent_past_the_cli(cluster: Cluster, case: str) -> None:
     content = CASES[case][0].decode("utf-8", errors="replace") if case != "not_utf8" else "\ufffd: [\n"
 

@@ -87,7 +87,7 @@ def test_an_alias_bomb_costs_under_a_second_and_a_hundred_megabytes(tmp_path: Pa
 def test_aliases_within_the_limit_still_work(registry: Registry) -> None:
     text = HEADER + "resources:\n"
     text += "  - {kind: directory, name: a, role: web, spec: &spec {path: /srv/a}}\n"
-    text += "  - {kind: directory, name: b, role: web, spec: *spec}\n"
+    text += "  - {kind: directory, name: b, role: db, spec: *spec}\n"
 
     state = load_text(text, "estate.yaml", registry)
 

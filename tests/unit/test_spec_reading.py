@@ -56,7 +56,7 @@ def test_a_lone_surrogate_in_sent_text_is_refused_with_its_line(registry: Regist
 
 def test_an_anchor_in_one_resource_serves_an_alias_in_a_later_one(registry: Registry) -> None:
     text = HEADER + "resources:\n  - {kind: directory, name: a, role: web, spec: &spec {path: /tmp/a}}\n"
-    text += "  - {kind: directory, name: b, role: web, spec: *spec}\n"
+    text += "  - {kind: directory, name: b, role: db, spec: *spec}\n"
 
     state = load_text(text, "estate.yaml", registry)
 
@@ -66,7 +66,7 @@ def test_an_anchor_in_one_resource_serves_an_alias_in_a_later_one(registry: Regi
 def test_merge_keys_work_within_resources_and_at_the_top_level(registry: Registry) -> None:
     text = "<<: {apiVersion: converge/v1, kind: DesiredState}\nmetadata: {name: merged}\nresources:\n"
     text += "  - &dir {kind: directory, name: a, role: web, spec: {path: /tmp/a}}\n"
-    text += "  - {<<: *dir, name: b}\n"
+    text += "  - {<<: *dir, name: b, role: db}\n"
 
     state = load_text(text, "estate.yaml", registry)
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.models import Change
 from workflows.context import StepContext
 from workflows.kinds._common import AbsolutePath, OctalMode, host_error, mode_bits, mode_of, stat_or_none
-from workflows.kinds.paths import confine
+from workflows.kinds.paths import confine, path_identity
 from workflows.registry import Provider, StepError
 
 
@@ -31,6 +31,9 @@ class DirectoryProvider(Provider[DirectorySpec]):
 
     kind = "directory"
     spec_model = DirectorySpec
+
+    def identity(self, spec: DirectorySpec) -> str | None:
+        return path_identity(spec.path)
 
     def check(self, spec: DirectorySpec, ctx: StepContext) -> Change:
         st = stat_or_none(confine(spec.path, ctx))

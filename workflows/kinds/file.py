@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.models import Change
 from workflows.context import StepContext
 from workflows.kinds._common import AbsolutePath, OctalMode, host_error, mode_bits, mode_of, stat_or_none
-from workflows.kinds.paths import confine
+from workflows.kinds.paths import confine, path_identity
 from workflows.registry import Provider, StepError
 
 _NO_EOL = "\\ No newline at end of file\n"
@@ -38,6 +38,9 @@ class FileProvider(Provider[FileSpec]):
 
     kind = "file"
     spec_model = FileSpec
+
+    def identity(self, spec: FileSpec) -> str | None:
+        return path_identity(spec.path)
 
     def check(self, spec: FileSpec, ctx: StepContext) -> Change:
         desired = spec.content.encode("utf-8")

@@ -50,3 +50,9 @@ def _under(path: str, roots: Sequence[str]) -> bool:
 
 def _listed(roots: Sequence[str]) -> str:
     return ", ".join(roots) if roots else "none"
+
+
+def path_identity(path: str) -> str:
+    """The identity (Provider.identity) of a path, normalized: `/srv//www/` and `/srv/www` are one path."""
+    normal = os.path.normpath(path)
+    return "path:" + ("/" + normal.lstrip("/") if normal.startswith("//") else normal)
