@@ -12,6 +12,7 @@ from celery.exceptions import Reject
 
 from agents.control import StepControl
 from agents.reporter import Claim, Reporter, StepProgress
+from agents.verdicts import Ended
 from common.models import Change, CheckResult, StepMessage
 from workflows.context import EVERYWHERE
 from workflows.execute import execute
@@ -75,15 +76,16 @@ class StepRunner:
             return f"step pinned to agent {message.scope!r} delivered to agent {self.agent_id}"
         return None
 
-    def run(self, message: StepMessage) -> None:
+    def run(self, message: StepMessage) -> Ended | None:
+        """Run a delivered step and report its outcome; returns how it ended, None if it did not run."""
         if message.mode == "check":
             self._check(message)
-            return
+            return None
         wrong = self.misrouted(message)
         if wrong is not None:
             log.error("refusing step %s: %s", message.step_id, wrong)
             self.reporter.final(message, 1, "failed", error=wrong, retryable=False)
-            return
+            return Ended("failed", wrong)
         self.reporter.outbox.begin(message)
         claim, epoch = self._claim(message)
         if claim is Claim.NOT_LEADER:  # the role's new leader takes it from the queue
@@ -100,7 +102,7 @@ class StepRunner:
         if claim is not Claim.OURS:
             self.reporter.outbox.forget(message)
             log.warning("dropping step %s attempt %d: %s", message.step_id, message.attempt, claim.value)
-            return
+            return Ended("cancelled", "cancelled before it started") if claim is Claim.CANCELLED else None
         if epoch != message.epoch:  # the leadership changed since the engine sent it: report under ours
             message = message.model_copy(update={"epoch": epoch})
             self.reporter.outbox.begin(message)
@@ -114,11 +116,11 @@ class StepRunner:
 
         self.control.begin(message, timeout_s, abandon)
         try:
-            self._apply(message, ctx, timeout_s)
+            return self._apply(message, ctx, timeout_s)
         finally:
             self.control.end()
 
-    def _apply(self, message: StepMessage, ctx: StepProgress, timeout_s: float) -> None:
+    def _apply(self, message: StepMessage, ctx: StepProgress, timeout_s: float) -> Ended:
         fields: dict[str, object]
         try:
             outcome = execute(self.registry, message.kind, message.spec, "apply", ctx)
@@ -148,6 +150,9 @@ class StepRunner:
                 last_line(str(fields.get("error", ""))),
             )
         self.reporter.final(message, ctx.next_seq(), state, output=ctx.captured, **fields)
+        # Whether the engine runs it again (common.lifecycle.retry), for Flower; the engine decides.
+        again = state == "failed" and fields.get("retryable") is not False
+        return Ended(state, str(fields.get("error", "")), again and message.attempt < message.retry_attempts)
 
     def _summary(self, message: StepMessage, change: Change) -> str:
         return _summary_of(self.registry, message, change)

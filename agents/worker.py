@@ -28,6 +28,7 @@ from agents.identity import claim, new_token
 from agents.outbox import Outbox
 from agents.reporter import Reporter
 from agents.runner import StepRunner
+from agents.verdicts import EXPECTED, tell
 from agents.verify import Gate, load_engine_key
 from common import names, signing
 from common.celery_app import make_app, queue
@@ -84,10 +85,13 @@ def build_app(
 
     gate = Gate(engine_key, settings.id)
 
-    @app.task(name=names.STEP_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    # The task ends as the step did (agents.verdicts): Flower shows FAILURE, RETRY or REVOKED, not SUCCESS.
+    @app.task(  # type: ignore[untyped-decorator]
+        name=names.STEP_TASK, acks_late=True, ignore_result=True, throws=EXPECTED
+    )
     def step(**fields: Any) -> None:
         if gate.admits(fields, reporter.client):
-            runner.run(StepMessage.model_validate(fields))
+            tell(runner.run(StepMessage.model_validate(fields)))
 
     app.conf.task_queues = [queue(q) for q in queues_for(settings)]
     app.conf.worker_consumer = "agents.consumer:Consumer"  # junk Celery cannot use: counted and dropped

@@ -67,6 +67,9 @@ class StepMessage(BaseModel):
     credentials: list[str] = Field(default_factory=list)
     # The no-progress timeout of this step; None: the agent's own `step_timeout_s`.
     timeout_s: float | None = None
+    # How many attempts its retry policy allows: the agent tells Celery (and Flower) whether a failed
+    # attempt runs again (agents.verdicts).
+    retry_attempts: int = 1
     reply_to: str | None = None
 
     @classmethod

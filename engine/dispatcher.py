@@ -100,7 +100,8 @@ class Dispatcher:
                     reply_to=reply_to,
                     create_sent_event=self._sent_event,
                     ignore_result=None,
-                    argsrepr="()",
+                    # Flower's Tasks page shows the args column first: the resource and its workflow.
+                    argsrepr=f"({message.resource!r}, 'wf {message.workflow_id[:8]}')",
                     # What Flower and the worker's log show: which workflow, step and resource; the
                     # whole spec would cost a repr per step and could be large.
                     kwargsrepr=_display(message),

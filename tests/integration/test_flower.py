@@ -72,3 +72,28 @@ def test_flower_shows_each_step_with_its_workflow_step_and_resource(
         assert workflow["id"] in task["kwargs"] and step["id"] in task["kwargs"]
         assert step["resource"] in task["kwargs"]
         assert task["worker"].startswith("web-1@")
+
+
+def test_flower_shows_a_failed_step_as_failure_with_its_error_and_its_resource_in_args(
+    cluster: Cluster, flower: str, tmp_path: Path
+) -> None:
+    cluster.start_agent("web", agent_id="web-1")
+    desired = cluster.write(
+        "failing.yaml",
+        desired_state(
+            "failing",
+            "  - {kind: command, name: broken, role: web, retry: {attempts: 1}, "
+            f'spec: {{run: "echo boom >&2; exit 7", creates: {tmp_path}/never}}}}\n',
+        ),
+    )
+    workflow = cluster.apply(desired)["workflow"]
+    task_id = f"{workflow['steps'][0]['id']}.1"
+
+    def failed() -> dict | None:
+        task = httpx.get(flower + "/api/tasks", auth=AUTH, timeout=5).json().get(task_id)
+        return task if task and task.get("state") == "FAILURE" else None
+
+    task = wait_for(failed, 30, "Flower to see the step fail")
+
+    assert "exit" in task["exception"] and "StepFailed" in task["exception"]
+    assert "command/broken" in task["args"] and workflow["id"][:8] in task["args"]

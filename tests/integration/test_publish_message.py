@@ -33,6 +33,7 @@ def _sent_by_celery(app: Any, message: StepMessage, kwargs: dict[str, Any], expi
         routing_key=queue,
         declare=[],
         expires=expires_s,
+        argsrepr=f"({message.resource!r}, 'wf {message.workflow_id[:8]}')",
         kwargsrepr=_display(message),
     )
 
@@ -72,5 +73,6 @@ def _headers(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _properties(raw: dict[str, Any]) -> dict[str, Any]:
     properties = {k: v for k, v in raw["properties"].items() if k not in _PER_MESSAGE}
-    properties.pop("kwargsrepr", None)  # `send_task` leaks this option into the properties: unused
+    properties.pop("kwargsrepr", None)  # `send_task` leaks these options into the properties: unused
+    properties.pop("argsrepr", None)
     return properties

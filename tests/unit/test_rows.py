@@ -111,6 +111,7 @@ def test_the_stored_step_publishes_the_message_the_plan_would() -> None:
         spec={"path": "/srv/www/i", "content": "x"},
         credentials=["deploy-key"],
         timeout_s=30,
+        retry_attempts=5,
     )
 
 
