@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from common import defaults
+from common import defaults, names
 from common.errors import BadInput
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -43,7 +43,7 @@ AllowedPath = Annotated[Path, AfterValidator(_allowed_path)]
 class PolicyValues(BaseModel):
     """What a policy may set: a subset of the agent's settings, with their types and limits."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     throttle: int | None = Field(default=None, ge=1, le=1000)
     step_timeout_s: float | None = Field(default=None, gt=0)
@@ -83,6 +83,13 @@ def _refused(key: str) -> str:
         f"{key!r} cannot be set by a policy: {REFUSED[key]}; set it on the agent's host "
         f"(`converge-agent config set {key}=...`)"
     )
+
+
+def check_role(role: str) -> str:
+    """`role` if it can name a role (its queue); else BadInput."""
+    if not names.valid_name(role):
+        raise BadInput(f"invalid role {role!r}: use letters, digits, '.', '_' and '-'")
+    return role
 
 
 def check_key(key: str) -> str:

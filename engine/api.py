@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from common.errors import NotFound
 from common.models import AgentView, HistoryCount, StepLog, WorkflowState, WorkflowView
-from engine import admission, answers, deadletters, vault
+from engine import admission, answers, deadletters, policy, vault
 from engine.answers import UnicodeText
 from engine.auth import Authenticator, Guard
 from engine.core import Engine
@@ -47,6 +47,7 @@ def create_api(engine: Engine) -> FastAPI:
     _health_routes(api, engine)
     vault.install_routes(api, engine, authenticator)
     admission.install_routes(api, engine)
+    policy.install_routes(api, engine.store)
     _workflow_routes(api, engine)
 
     @api.post("/v1/plan")
