@@ -260,7 +260,8 @@ def run(
     if settings.loglevel.upper() != "DEBUG":
         # Celery logs two lines per task ("received", "succeeded in"); every step's story is already in
         # the store, `converge workflows show` and Flower. Failures and Converge's own lines still log.
-        for name in ("celery.worker.strategy", "celery.app.trace"):
+        # httpx logs a line per request: the policy is fetched every heartbeat interval.
+        for name in ("celery.worker.strategy", "celery.app.trace", "httpx"):
             logging.getLogger(name).setLevel(logging.WARNING)
     signals.celeryd_after_setup.connect(lambda **_: say_start(settings), weak=False)  # Celery's logging is up
     signals.celeryd_after_setup.connect(lambda **_: extensions.log_report(loaded), weak=False)
