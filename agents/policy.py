@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -71,13 +71,19 @@ def resolve(options: dict[str, Any] | None = None) -> Resolved:
     return config.load(options, kept.values)
 
 
+class PolicyApi(Protocol):
+    """Where the follower fetches the policy: the engine's agent API (agents.engine_api.EngineApi)."""
+
+    def policy(self, roles: list[str]) -> AgentPolicy: ...
+
+
 class PolicyFollower:
     """Fetches the agent's policy every `interval_s` in a thread; calls `on_change` when it differs from the
     last one (at first, the one kept in the state folder)."""
 
     def __init__(
         self,
-        api: EngineApi,
+        api: PolicyApi,
         roles: list[str],
         interval_s: float,
         on_change: OnChange,

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from agents import config
 from agents import policy as agent_policy
 from agents.cli import main
+from agents.engine_api import EngineApiError
 from common import policy
 from common.errors import BadInput
 from common.policy import AgentPolicy
@@ -95,7 +96,10 @@ def test_heartbeat_settings_that_break_the_ttl_rule_together_are_refused() -> No
 
 
 def test_the_role_listed_first_wins_a_key_two_roles_set_differently() -> None:
-    by_role = {"web": {"throttle": 5, "loglevel": "DEBUG"}, "db": {"throttle": 2, "task_events": False}}
+    by_role: dict[str, dict[str, Any]] = {
+        "web": {"throttle": 5, "loglevel": "DEBUG"},
+        "db": {"throttle": 2, "task_events": False},
+    }
     merged = policy.merge(by_role, ["db", "web", "cache"])
     assert merged.values == {"throttle": 2, "task_events": False, "loglevel": "DEBUG"}
     assert merged.roles == {"throttle": "db", "task_events": "db", "loglevel": "web"}
@@ -106,7 +110,8 @@ def test_the_role_listed_first_wins_a_key_two_roles_set_differently() -> None:
 
 
 def test_the_same_value_from_two_roles_is_no_conflict() -> None:
-    merged = policy.merge({"a": {"throttle": 5}, "b": {"throttle": 5}}, ["a", "b"])
+    by_role: dict[str, dict[str, Any]] = {"a": {"throttle": 5}, "b": {"throttle": 5}}
+    merged = policy.merge(by_role, ["a", "b"])
     assert merged.conflicts == [] and merged.roles == {"throttle": "a"}
 
 
@@ -173,3 +178,54 @@ def test_a_change_is_told_against_what_the_agent_runs_with() -> None:
         "policy for role db: task_events removed (was false)",
         "policy for role web: throttle=5 (was 20 from file)",
     ]
+
+
+class FakeApi:
+    """An engine that answers with `answers` in turn; an exception in it is raised instead."""
+
+    def __init__(self, *answers: AgentPolicy | Exception) -> None:
+        self.answers = list(answers)
+        self.asked: list[list[str]] = []
+
+    def policy(self, roles: list[str]) -> AgentPolicy:
+        self.asked.append(roles)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_the_follower_calls_back_only_when_the_policy_changes(caplog: pytest.LogCaptureFixture) -> None:
+    five = AgentPolicy(values={"throttle": 5}, roles={"throttle": "web"})
+    down = EngineApiError("cannot reach the engine", retryable=True)
+    api = FakeApi(five, five, down, down, five, AgentPolicy())
+    seen: list[AgentPolicy] = []
+    follower = agent_policy.PolicyFollower(api, ["web"], 1.0, seen.append)
+
+    changed = [follower.poll() for _ in range(6)]
+
+    assert changed == [True, False, False, False, False, True]
+    assert seen == [five, AgentPolicy()]
+    assert api.asked == [["web"]] * 6
+    assert [r.message for r in caplog.records].count(
+        "cannot fetch this agent's policy, keeping the last one: cannot reach the engine"
+    ) == 1
+
+
+def test_the_follower_starts_from_the_kept_policy() -> None:
+    five = AgentPolicy(values={"throttle": 5})
+    seen: list[AgentPolicy] = []
+    follower = agent_policy.PolicyFollower(FakeApi(five), ["web"], 1.0, seen.append, five)
+    assert not follower.poll() and seen == []
+
+
+def test_the_recorder_keeps_the_policy_for_config_show(agent_file: Path) -> None:
+    resolved = config.load()
+    recorder = agent_policy.Recorder(resolved.settings, resolved.sources)
+    recorder(AgentPolicy(values={"throttle": 5}, roles={"throttle": "web"}))
+    assert agent_policy.read(agent_policy.policy_path(resolved.settings)) == AgentPolicy(
+        values={"throttle": 5}, roles={"throttle": "web"}
+    )
+    assert recorder.running["throttle"] == (5, "policy")
+    recorder(AgentPolicy())
+    assert recorder.running["throttle"] == (20, "default")
