@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -114,3 +115,37 @@ def test_the_cli_refuses_bad_input_with_exit_2_before_anything_is_sent(
     monkeypatch.setenv("CONVERGE_INSECURE_HTTP", "1")
     result = CliRunner().invoke(main, ["policy", *args])
     assert result.exit_code == 2, result.output
+
+
+class FakeClient:
+    """The engine's answers to the policy commands, without an engine."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, Any] = {}
+
+    def set_policy(self, role: str, values: dict[str, Any]) -> dict[str, Any]:
+        self.sent = values
+        return values
+
+    def policies(self, role: str | None = None) -> list[dict[str, Any]]:
+        record = {"role": "web", "key": "allowed_paths", "value": ["/srv", "/etc"], "set_by": "admin"}
+        return [record | {"set_at": "2026-12-07T10:00:00+00:00"}]
+
+    def unset_policy(self, role: str, keys: list[str]) -> tuple[list[str], dict[str, Any]]:
+        return [], {}
+
+
+def test_the_cli_sends_typed_values_and_shows_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeClient()
+    monkeypatch.setattr("engine.cli_policy.client_for", lambda url: fake)
+    runner = CliRunner()
+
+    done = runner.invoke(main, ["policy", "set", "--role", "web", "throttle=5", "task_events=off"])
+    shown = runner.invoke(main, ["policy", "show"])
+    unset = runner.invoke(main, ["policy", "unset", "--role", "web", "throttle"])
+
+    assert done.exit_code == 0, done.output
+    assert fake.sent == {"throttle": 5, "task_events": False}
+    assert "web: throttle=5" in done.output and "within one heartbeat interval" in done.output
+    assert shown.exit_code == 0 and "allowed_paths" in shown.output and "/srv,/etc" in shown.output
+    assert unset.exit_code == 0 and "nothing to unset" in unset.output
