@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from common.errors import NotFound
 from common.models import AgentView, HistoryCount, StepLog, WorkflowState, WorkflowView
-from engine import admission, answers, deadletters, policy, vault
+from engine import admission, answers, deadletters, metrics, policy, vault
 from engine.answers import UnicodeText
 from engine.auth import Authenticator, Guard
 from engine.core import Engine
@@ -129,6 +130,13 @@ def _health_routes(api: FastAPI, engine: Engine) -> None:
         if not path.is_file():
             raise NotFound("this engine has no CA: it serves plain HTTP (`converge engine init` makes one)")
         return path.read_text(encoding="ascii")
+
+    scraped = metrics.registry(engine.store, engine.client)
+
+    @api.get("/metrics")
+    def prometheus() -> Response:
+        """The engine's figures for Prometheus (engine.metrics); a viewer token, as every read."""
+        return Response(generate_latest(scraped), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/v1/dead-letters")
     def dead_letters(limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:

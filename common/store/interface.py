@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -226,6 +226,15 @@ class Store(Protocol):
         """Delete a credential for good; raises NotFound if there is none of that name."""
 
     def step_holder(self, step_id: str) -> StepHolder | None: ...
+
+    def step_counts(self) -> dict[tuple[str, str], int]:
+        """How many steps the store holds, by (state, kind)."""
+
+    def workflow_counts(self) -> dict[str, int]:
+        """How many workflows the store holds, by state."""
+
+    def step_durations(self, bounds: Sequence[float]) -> dict[tuple[str, str], tuple[list[int], int, float]]:
+        """Finished steps by (kind, state): cumulative counts at most each bound (s), count, sum (s)."""
 
     def audit(self, entry: AuditEntry) -> None:
         """Record a credential handed out or refused."""
