@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents import cli_extensions, config, enroll, worker
+from agents import policy as agent_policy
 from common import cli as common_cli
 from common import names
 from common.errors import BadInput
@@ -69,7 +70,8 @@ def run_cmd(
     if broker_url is not None:
         config.load(options)  # a bad URL is refused here, naming --broker-url
         _move_to_environment("--broker-url", config.env_name("broker_url"), broker_url)
-    settings = _load(options).settings
+    resolved = _load(options)
+    settings = resolved.settings
     if not settings.roles:
         raise BadInput("no role: pass --role ROLE, or set one with `converge-agent config set roles=ROLE`")
     for name in [*settings.roles, settings.id]:
@@ -80,7 +82,7 @@ def run_cmd(
     event_key = None  # a trusted agent makes its own
     if enroll.wanted(settings):  # a host the operator does not fully trust: admitted first
         settings, event_key = enroll.admitted(settings)
-    worker.run(settings, event_key, banner=celery_banner)
+    worker.run(settings, event_key, banner=celery_banner, sources=resolved.sources)
 
 
 @main.group("config")
@@ -140,9 +142,12 @@ def config_reset(keys: tuple[str, ...]) -> None:
 
 
 def _load(options: dict[str, Any] | None = None) -> config.Resolved:
-    resolved = config.load(options)
+    """The settings, with the policy the agent last received from the engine (its state folder's)."""
+    resolved = agent_policy.resolve(options)
     for key in resolved.ignored:
         click.echo(f"converge-agent: warning: {resolved.file}: {key!r} is not a setting, ignored", err=True)
+    if resolved.policy_problem:
+        click.echo(f"converge-agent: warning: {resolved.policy_problem}", err=True)
     return resolved
 
 

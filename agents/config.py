@@ -12,8 +12,9 @@ import os
 import socket
 import tempfile
 import tomllib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_origin
@@ -23,6 +24,7 @@ from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -30,12 +32,14 @@ from pydantic_settings import (
 
 from agents.identity import default_id
 from common import defaults
+from common import policy as common_policy
 from common.errors import BadInput
+from common.policy import AllowedPath
 from common.settings import BrokerUrl, check_engine_url, redact
 
 Source = Literal["default", "file", "policy", "env", "option"]
-# Lowest to highest. `policy` (settings set centrally on the engine for every agent of a role, the seed's
-# group policy) is not built yet: its place between the file and the environment is reserved here.
+# Lowest to highest. `policy`: settings set centrally on the engine for every agent of a role (the seed's
+# group policy, common.policy); they win over the file, and the host's environment and options over them.
 SOURCES: tuple[Source, ...] = ("default", "file", "policy", "env", "option")
 
 CONFIG_ENV = "CONVERGE_AGENT_CONFIG"
@@ -51,15 +55,6 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("XDG_STATE_HOME") or "~/.local/state").expanduser() / "converge"
 
 
-def _allowed_path(path: Path) -> Path:
-    if not path.is_absolute():
-        raise ValueError(f"{str(path)!r} is not an absolute path: write it from /")
-    if ".." in path.parts:
-        raise ValueError(f"{str(path)!r} contains `..`: write the folder it leads to")
-    return path
-
-
-AllowedPath = Annotated[Path, AfterValidator(_allowed_path)]
 # Settings whose values are secrets: `config show` and `config set` print `***` for them.
 SECRETS = frozenset({"api_token"})
 
@@ -92,8 +87,8 @@ class AgentSettings(BaseSettings):
     throttle: int = Field(default=20, ge=1, le=1000)
     step_timeout_s: float = Field(default=defaults.STEP_TIMEOUT_S, gt=0)
     # After this many failed heartbeats in a row the agent ends its running steps (nobody can follow them).
-    max_connection_failures: int = Field(default=5, ge=1)
-    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    max_connection_failures: int = Field(default=defaults.MAX_CONNECTION_FAILURES, ge=1)
+    heartbeat_interval_s: float = Field(default=defaults.HEARTBEAT_INTERVAL_S, gt=0)
     # The engine holds the agent lost, and runs its steps again, this long after its last heartbeat: longer
     # than the (max_connection_failures + 1) intervals the agent takes to end them itself.
     heartbeat_ttl_s: float = Field(default=defaults.HEARTBEAT_TTL_S, gt=0)
@@ -160,8 +155,11 @@ class AgentSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Highest first, the reverse of SOURCES: options (init kwargs), env, the file; defaults last.
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        # Highest first, the reverse of SOURCES: options (init kwargs), env, the policy, the file; defaults
+        # last. The policy is the one `load` is given, for the construction it makes only (a ContextVar).
+        policy = InitSettingsSource(settings_cls, init_kwargs=_policy_layer.get() or {})
+        file = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        return init_settings, env_settings, policy, file
 
 
 KEYS: tuple[str, ...] = tuple(AgentSettings.model_fields)
@@ -181,21 +179,46 @@ class Resolved:
     sources: dict[str, Source]
     file: Path
     ignored: list[str]  # keys in the file that are not settings
+    # Why the policy `load` was given is not applied (it breaks a rule with the agent's own settings).
+    policy_problem: str | None = None
 
 
-def load(options: dict[str, Any] | None = None) -> Resolved:
-    """The agent's settings from every source; `options` (None values dropped) are the highest."""
+# The policy layer of the one AgentSettings construction `load` makes (settings_customise_sources reads it).
+_policy_layer: ContextVar[dict[str, Any] | None] = ContextVar("converge_agent_policy", default=None)
+
+
+def load(options: dict[str, Any] | None = None, policy: Mapping[str, Any] | None = None) -> Resolved:
+    """The agent's settings from every source; `options` (None values dropped) are the highest.
+
+    `policy` (common.policy: keys it may not set are dropped) goes between the file and the environment.
+    A policy that the agent's own settings make invalid (the heartbeat rule) is not applied: the settings
+    are those without it, and `policy_problem` says why."""
     path = config_path()
     raw = read_file(path)
     given = {k: v for k, v in (options or {}).items() if v is not None}
-    layers: dict[Source, Iterable[str]] = {"file": raw, "env": env_values(), "option": given}
+    applied = {k: v for k, v in (policy or {}).items() if k in common_policy.KEYS}
+    if not applied:
+        return _resolve(path, raw, given, {})
+    try:
+        return _resolve(path, raw, given, applied)
+    except ConfigError as exc:
+        without = _resolve(path, raw, given, {})  # the agent's own settings, bad or not
+        return replace(without, policy_problem=f"the policy is not applied: {exc}")
+
+
+def _resolve(path: Path, raw: dict[str, Any], given: dict[str, Any], policy: dict[str, Any]) -> Resolved:
+    layers: dict[Source, Iterable[str]] = {"file": raw, "policy": policy, "env": env_values()}
+    layers["option"] = given
     sources: dict[str, Source] = dict.fromkeys(KEYS, "default")
     for source in SOURCES:
         sources |= {key: source for key in layers.get(source, ()) if key in sources}
+    token = _policy_layer.set(policy)
     try:
         settings = AgentSettings(**given)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, sources, path)) from exc
+    finally:
+        _policy_layer.reset(token)
     return Resolved(settings, sources, path, [key for key in raw if key not in sources])
 
 
@@ -206,7 +229,12 @@ def env_values() -> dict[str, Any]:
 
 
 def _explain(exc: ValidationError, sources: dict[str, Source], path: Path) -> str:
-    where = {"file": f"in {path}", "env": "from the environment", "option": "from the command line"}
+    where = {
+        "file": f"in {path}",
+        "policy": "from the policy of its role (`converge policy show`)",
+        "env": "from the environment",
+        "option": "from the command line",
+    }
     by_alias = {env_name(key): key for key in KEYS}
     reasons = []
     for error in exc.errors():

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from agents.config import AgentSettings
 from common.models import Admission, EnrollRequest, StatusRequest
+from common.policy import AgentPolicy
 from common.settings import redact
 
 TIMEOUT_S = 10.0
@@ -80,6 +81,19 @@ class EngineApi:
             raise EngineApiError(f"the engine at {redact(self.url)} sent no value", retryable=False)
         return value
 
+    def policy(self, roles: list[str]) -> AgentPolicy:
+        """The policy this agent applies: its roles' policies combined (common.policy.merge), in the order
+        it lists them. The engine checks the roles against the agent's admission."""
+        answer = self._send("GET", "/v1/agent/policy", params={"role": roles})
+        try:
+            return AgentPolicy.model_validate(answer)
+        except ValidationError:
+            raise EngineApiError(
+                f"{redact(self.url)} answered /v1/agent/policy with something that is not a policy: are the "
+                "agent and the engine the same version?",
+                retryable=False,
+            ) from None
+
     def enroll(self, request: EnrollRequest) -> Admission:
         """Ask to be admitted (an open route: the agent has no token yet); the answer is its state."""
         return self._admission("/v1/enroll", request)
@@ -99,9 +113,12 @@ class EngineApi:
             ) from None
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._send("POST", path, json=body)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
         where = redact(self.url)
         try:
-            response = self.http.post(path, json=body)
+            response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise EngineApiError(
                 f"cannot reach the engine at {where} ({exc.__class__.__name__}): check engine_url and "

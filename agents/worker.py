@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import uuid
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -17,7 +18,8 @@ from celery.exceptions import SecurityWarning
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents import enroll, extensions
-from agents.config import AgentSettings, ConfigError
+from agents import policy as agent_policy
+from agents.config import AgentSettings, ConfigError, Source
 from agents.connection import fail_fast
 from agents.courier import Courier
 from agents.election import Election
@@ -155,12 +157,19 @@ def quiet_celery(settings: AgentSettings, banner: bool) -> list[str]:
     return ["--quiet"]
 
 
-def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool = False) -> None:
+def run(
+    settings: AgentSettings,
+    event_key: bytes | None = None,
+    *,
+    banner: bool = False,
+    sources: Mapping[str, Source] | None = None,
+) -> None:
     """Run the agent until it is stopped (SIGTERM or Ctrl-C). Raises Unreachable if Redis is not there.
 
     `event_key` signs its status events: the one its admission gave, or None for a trusted agent (one
     given the broker's credentials, not enrolled), which makes its own and keeps it in Redis for the
-    engine while it holds its id.
+    engine while it holds its id. `sources` says where each setting came from (agents.config.load), for
+    the log of a policy change.
     """
     engine_key = load_engine_key(settings.engine_key)  # BadInput before anything is claimed
     registered = None
@@ -227,15 +236,23 @@ def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool
         courier.wake()
 
     link.on_cut_off, link.on_restored = on_cut_off, on_restored
+    # The engine's policy for the agent's roles, fetched every heartbeat interval in a thread of its own.
+    # Until live reload applies a change to the running agent, the Recorder keeps it (the next start, and
+    # `config show`, apply it) and logs it.
+    follower = agent_policy.follow(settings, sources or {})
     # an enrolled agent: Redis refusing its user may mean the operator revoked it
     turned_away = stop_when_turned_away(settings, heartbeat) if registered is None else []
 
     def on_ready(sender: Any = None, **_: Any) -> None:
         courier.start()
         heartbeat.start()
+        if follower is not None:
+            follower.start()
         elector.start(sender)  # the consumer: sent again after a reconnect, with its new state
 
     def on_shutdown(**_: Any) -> None:
+        if follower is not None:
+            follower.stop()
         elector.stop()
         heartbeat.stop()
         courier.stop()
@@ -243,7 +260,8 @@ def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool
     if settings.loglevel.upper() != "DEBUG":
         # Celery logs two lines per task ("received", "succeeded in"); every step's story is already in
         # the store, `converge workflows show` and Flower. Failures and Converge's own lines still log.
-        for name in ("celery.worker.strategy", "celery.app.trace"):
+        # httpx logs a line per request: the policy is fetched every heartbeat interval.
+        for name in ("celery.worker.strategy", "celery.app.trace", "httpx"):
             logging.getLogger(name).setLevel(logging.WARNING)
     signals.celeryd_after_setup.connect(lambda **_: say_start(settings), weak=False)  # Celery's logging is up
     signals.celeryd_after_setup.connect(lambda **_: extensions.log_report(loaded), weak=False)

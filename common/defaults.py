@@ -12,3 +12,6 @@ VISIBILITY_TIMEOUT_S: float = 4 * 3600
 STEP_TIMEOUT_S = 3600.0
 # How long after an agent's last heartbeat the engine holds it lost (what an agent that announced none uses).
 HEARTBEAT_TTL_S = 8.0
+# How often an agent renews its alive key, and how many renewals may fail in a row before it ends its steps.
+HEARTBEAT_INTERVAL_S = 1.0
+MAX_CONNECTION_FAILURES = 5

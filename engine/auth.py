@@ -52,7 +52,7 @@ class Role(IntEnum):
     AGENT = 0  # an agent's own token, named after it: the agent routes and nothing else
     VIEWER = 1  # read: every GET
     OPERATOR = 2  # change workflows: apply, plan, cancel, retry, dead letters
-    ADMIN = 3  # also what cannot be undone: prune history, forget agents
+    ADMIN = 3  # also what cannot be undone, and the agents: prune history, forget agents, policies
 
     @classmethod
     def named(cls, name: str) -> Role:
@@ -92,8 +92,9 @@ def required_role(method: str, path: str) -> Role | None:
         return Role.AGENT
     if method in ("GET", "HEAD"):
         return Role.VIEWER
-    # forget, admit, deny and revoke an agent: every change to one agent
-    if path == "/v1/history/prune" or path.startswith("/v1/agents/"):
+    # forget, admit, deny and revoke an agent: every change to one agent; and the agents' policies, which
+    # change what every agent of a role does (its execution policy among them)
+    if path == "/v1/history/prune" or path.startswith(("/v1/agents/", "/v1/policies")):
         return Role.ADMIN
     return Role.OPERATOR
 

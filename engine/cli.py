@@ -606,8 +606,10 @@ def _add_commands() -> None:
     """The command groups kept in modules of their own, which build on this one's options and decorators:
     imported here, once this module is complete."""
     from engine.cli_credentials import credentials
+    from engine.cli_policy import policy
 
     main.add_command(credentials)
+    main.add_command(policy)
     main.add_command(common_cli.help_command("converge"))
 
 

@@ -160,6 +160,21 @@ class EngineClient:
         """The operator's decision on an enrolled agent: admit, deny or revoke; the engine's answer."""
         return self._call("POST", f"/v1/agents/{quote(agent_id, safe='')}/{action}")
 
+    def policies(self, role: str | None = None) -> list[dict[str, Any]]:
+        """Every key of every policy (of one role), each {"role", "key", "value", "set_by", "set_at"}."""
+        body = self._call("GET", "/v1/policies", params={"role": role} if role else {})
+        return self._understood(lambda: [dict(p) for p in body["policies"]])
+
+    def set_policy(self, role: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Set keys of a role's policy (an admin's token); the role's whole policy after."""
+        body = self._call("PUT", f"/v1/policies/{_segment(role)}", json={"values": values})
+        return self._understood(lambda: dict(body["policy"]))
+
+    def unset_policy(self, role: str, keys: list[str]) -> tuple[list[str], dict[str, Any]]:
+        """Remove keys of a role's policy (every key when none are given): those removed, and what is left."""
+        body = self._call("DELETE", f"/v1/policies/{_segment(role)}", params={"key": keys})
+        return self._understood(lambda: ([str(k) for k in body["removed"]], dict(body["policy"])))
+
     def dead_letters(self, limit: int = 100) -> tuple[list[DeadLetter], int]:
         """The oldest `limit` dead letters, and how many there are."""
         body = self._call("GET", "/v1/dead-letters", params={"limit": limit})

@@ -107,6 +107,17 @@ class AuditEntry:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class PolicyRecord:
+    """One key of a role's policy (common.policy): its value (JSON), and who set it when."""
+
+    role: str
+    key: str
+    value: Any
+    set_by: str
+    set_at: float
+
+
 class StepHolder(NamedTuple):
     """What the engine checks before it hands a running step a credential (engine.vault_rules)."""
 
@@ -230,5 +241,14 @@ class Store(Protocol):
 
     def audit_entries(self, name: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """The newest audit entries first (of one credential when `name` is given)."""
+
+    def set_policy(self, role: str, values: Mapping[str, Any], set_by: str, now: float) -> None:
+        """Set keys of a role's policy, replacing their earlier values; the others stay."""
+
+    def policies(self, role: str | None = None) -> list[PolicyRecord]:
+        """Every key of every policy (of one role when `role` is given), by role and key."""
+
+    def unset_policy(self, role: str, keys: list[str] | None = None) -> list[str]:
+        """Remove keys of a role's policy (every key when none are given); the keys that were there."""
 
     def close(self) -> None: ...

@@ -13,7 +13,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, ScalarSelect, bindparam, create_engine, event, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    ScalarSelect,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import BindParameter
@@ -42,6 +53,7 @@ from common.store.interface import (
     StopResult,
     TokenRecord,
 )
+from common.store.policies import PolicyRows
 from common.store.rows import message_from_row, row_from_plan, view_from_row
 from common.store.stats import StatsRows
 from common.store.tables import (
@@ -122,9 +134,10 @@ def open_store(url: str) -> SqlStore:
         engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+        if inspect(engine).has_table(workflows.name):  # a store made before: add what it lacks, and say so
+            for added in upgrade(engine):
+                log.info("store upgraded: %s added", added)
         metadata.create_all(engine)
-        for added in upgrade(engine):
-            log.info("store upgraded: %s added", added)
     except SQLAlchemyError as exc:
         reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
         raise Unreachable(
@@ -149,10 +162,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class SqlStore(CredentialRows, FinishedRows, StatsRows):
+class SqlStore(CredentialRows, FinishedRows, PolicyRows, StatsRows):
     """Workflows and steps in two tables; every change to a workflow happens in one transaction. The
     vault's tables are CredentialRows'; finding by id prefix and pruning by age are FinishedRows'; the
-    metrics' counts are StatsRows'."""
+    agents' policies are PolicyRows'; the metrics' counts are StatsRows'."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

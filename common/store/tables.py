@@ -148,3 +148,15 @@ credential_audit = Table(
     Column("reason", Text),
     Index("ix_credential_audit_name", "name"),
 )
+
+# Policies (common.policy): agent settings set centrally for every agent of a role, one row per key; the
+# value as JSON, and who set it when.
+policies = Table(
+    "converge_policies",
+    metadata,
+    Column("role", String(64), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("set_by", String(64), nullable=False),
+    Column("set_at", Float, nullable=False),
+)

@@ -1,8 +1,8 @@
-"""Additive upgrades of a store made by an older Converge: the columns and indexes added since.
+"""Additive upgrades of a store made by an older Converge: the tables, columns and indexes added since.
 
-Until the store has real migrations (`converge engine migrate`), opening a store adds the nullable columns
-and the indexes its tables now declare; nothing is ever dropped or changed. An index that the data already
-breaks (a unique one) is left out, with a warning that says why.
+Until the store has real migrations (`converge engine migrate`), opening a store adds the tables, the
+nullable columns and the indexes its tables now declare; nothing is ever dropped or changed. An index that
+the data already breaks (a unique one) is left out, with a warning that says why.
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ def upgrade(engine: Engine) -> list[str]:
     """Add what the tables declare and the store lacks; returns what was added, for the log."""
     added: list[str] = []
     inspector = inspect(engine)
+    existing = set(inspector.get_table_names())
     for table in metadata.sorted_tables:
+        if table.name not in existing:  # new since the store was made (converge_policies...)
+            with engine.begin() as conn:
+                table.create(conn, checkfirst=True)
+            added.append(f"table {table.name}")
+            continue
         columns = {c["name"] for c in inspector.get_columns(table.name)}
         indexes = {i["name"] for i in inspector.get_indexes(table.name)}
         with engine.begin() as conn:

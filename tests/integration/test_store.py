@@ -432,3 +432,27 @@ def test_like_wildcards_in_a_prefix_are_taken_literally(store: SqlStore) -> None
     assert store.workflow_ids("a%\\") == ["a%\\d0003"]
     assert store.workflow_ids("%") == []
     assert store.workflow_ids("_") == []
+
+
+def test_a_policy_is_kept_per_role_and_key_with_who_set_it(store: SqlStore) -> None:
+    store.set_policy("web", {"throttle": 5, "allowed_paths": ["/srv"]}, "admin", 10.0)
+    store.set_policy("web", {"throttle": 6}, "ops", 11.0)
+    store.set_policy("db", {"task_events": False}, "admin", 12.0)
+
+    web = {r.key: (r.value, r.set_by, r.set_at) for r in store.policies("web")}
+    assert web == {"allowed_paths": (["/srv"], "admin", 10.0), "throttle": (6, "ops", 11.0)}
+    assert [(r.role, r.key) for r in store.policies()] == [
+        ("db", "task_events"),
+        ("web", "allowed_paths"),
+        ("web", "throttle"),
+    ]
+
+
+def test_unsetting_a_policy_removes_the_keys_named_or_every_key_of_the_role(store: SqlStore) -> None:
+    store.set_policy("web", {"throttle": 5, "loglevel": "DEBUG", "task_events": True}, "admin", 1.0)
+    store.set_policy("db", {"throttle": 2}, "admin", 1.0)
+
+    assert store.unset_policy("web", ["throttle", "step_timeout_s"]) == ["throttle"]
+    assert store.unset_policy("web") == ["loglevel", "task_events"]
+    assert store.unset_policy("web") == []
+    assert [r.role for r in store.policies()] == ["db"]

@@ -9,13 +9,16 @@ import sqlalchemy
 from common.store import open_store
 
 
-def test_a_store_without_the_newer_columns_and_indexes_gets_them_and_keeps_its_rows(tmp_path: Path) -> None:
+def test_a_store_without_the_newer_tables_columns_and_indexes_gets_them_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     open_store(url).close()
     old = sqlalchemy.create_engine(url)
     with old.begin() as conn:  # what a store of the previous release lacks
         conn.execute(sqlalchemy.text("DROP INDEX ux_workflows_active_digest"))
         conn.execute(sqlalchemy.text("ALTER TABLE converge_steps DROP COLUMN lost_attempt"))
+        conn.execute(sqlalchemy.text("DROP TABLE converge_policies"))
         conn.execute(
             sqlalchemy.text(
                 "INSERT INTO converge_workflows (id, name, digest, state, history, created_at, updated_at, "
@@ -32,5 +35,7 @@ def test_a_store_without_the_newer_columns_and_indexes_gets_them_and_keeps_its_r
             i["name"] for i in inspector.get_indexes("converge_workflows")
         }
         assert store.workflow("w1") is not None
+        store.set_policy("web", {"throttle": 5}, "admin", 1.0)
+        assert [r.value for r in store.policies("web")] == [5]
     finally:
         store.close()
