@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from common.errors import NotFound
 from common.models import AgentView, HistoryCount, StepLog, WorkflowState, WorkflowView
-from engine import admission, answers, deadletters, metrics, policy, vault
+from engine import admission, answers, deadletters, metrics, policy, scheduler, vault
 from engine.answers import UnicodeText
 from engine.auth import Authenticator, Guard
 from engine.core import Engine
@@ -48,6 +48,7 @@ def create_api(engine: Engine) -> FastAPI:
     _health_routes(api, engine)
     vault.install_routes(api, engine, authenticator)
     admission.install_routes(api, engine)
+    scheduler.install_routes(api, engine)
     policy.install_routes(api, engine.store)
     _workflow_routes(api, engine)
 

@@ -607,9 +607,12 @@ def _add_commands() -> None:
     imported here, once this module is complete."""
     from engine.cli_credentials import credentials
     from engine.cli_policy import policy
+    from engine.cli_schedule import compliance, schedule
 
     main.add_command(credentials)
     main.add_command(policy)
+    main.add_command(schedule)
+    main.add_command(compliance)
     main.add_command(common_cli.help_command("converge"))
 
 

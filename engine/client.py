@@ -175,6 +175,24 @@ class EngineClient:
         body = self._call("DELETE", f"/v1/policies/{_segment(role)}", params={"key": keys})
         return self._understood(lambda: ([str(k) for k in body["removed"]], dict(body["policy"])))
 
+    def set_schedule(self, source: str, filename: str, every: str, mode: str) -> tuple[dict[str, Any], bool]:
+        """Check a desired state again every `every` (engine.scheduler); the schedule, and whether it
+        replaced one of the same name."""
+        body = self._call(
+            "PUT",
+            "/v1/schedules",
+            json={"source": source, "filename": filename, "every": every, "mode": mode},
+        )
+        return self._understood(lambda: (dict(body["schedule"]), bool(body["replaced"])))
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule with its last compliance report."""
+        body = self._call("GET", "/v1/schedules")
+        return self._understood(lambda: [dict(s) for s in body["schedules"]])
+
+    def remove_schedule(self, name: str) -> None:
+        self._call("DELETE", f"/v1/schedules/{_segment(name)}")
+
     def dead_letters(self, limit: int = 100) -> tuple[list[DeadLetter], int]:
         """The oldest `limit` dead letters, and how many there are."""
         body = self._call("GET", "/v1/dead-letters", params={"limit": limit})

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from common import names
 from common.models import AgentState, StepState, WorkflowState
 from common.store import Store
+from engine import compliance
 from engine.fleet import list_agents
 
 # Step run times, in seconds: from a no-op step to a long package install.
@@ -44,6 +45,7 @@ class EngineCollector(Collector):
         yield self._agents()
         yield self._queues()
         yield self._leader_changes()
+        yield self._compliance()
         yield from self._ingest()
 
     def _steps(self) -> Metric:
@@ -115,6 +117,16 @@ class EngineCollector(Collector):
         for key, value in zip(keys, values, strict=True):
             if value is not None:
                 family.add_metric([key.removeprefix(prefix)], int(value))
+        return family
+
+    def _compliance(self) -> Metric:
+        family = GaugeMetricFamily(
+            "converge_drifted_resources",
+            "Resources the last check of a scheduled desired state found drifted (converge compliance)",
+            labels=["desired_state", "mode"],
+        )
+        for record in self.store.schedules():
+            family.add_metric([record.name, record.mode], compliance.drifted(record.report))
         return family
 
     def _ingest(self) -> Iterable[Metric]:

@@ -25,6 +25,7 @@ from engine.core import Engine
 from engine.dispatcher import Dispatcher
 from engine.eventkeys import EventKeys
 from engine.ingest import Ingester
+from engine.scheduler import Scheduler
 from engine.tls import TlsFiles
 from engine.watchdog import Watchdog
 from workflows.registry import default_registry
@@ -166,9 +167,11 @@ def run(settings: Settings) -> None:
         outstanding=engine.dispatcher.outstanding,
     )
     watchdog = Watchdog(engine)
+    checker = Scheduler(engine)
     threads = [
         threading.Thread(target=ingester.run, name="converge-ingest", daemon=True),
         threading.Thread(target=watchdog.run, name="converge-watchdog", daemon=True),
+        threading.Thread(target=checker.run, name="converge-schedules", daemon=True),
     ]
     for thread in threads:
         thread.start()
@@ -179,6 +182,7 @@ def run(settings: Settings) -> None:
         sock.close()
         ingester.stop()
         watchdog.stop()
+        checker.stop()
         for thread in threads:
             thread.join(timeout=5)
         engine.store.close()

@@ -118,6 +118,25 @@ class PolicyRecord:
     set_at: float
 
 
+@dataclass(frozen=True)
+class ScheduleRecord:
+    """A desired state checked again at an interval, and what its last check found (engine.compliance)."""
+
+    name: str
+    source: str
+    filename: str
+    every_s: float
+    mode: str  # `report` or `enforce`
+    set_by: str
+    set_at: float
+    next_at: float
+    checked_at: float | None
+    state: str  # `pending` (not checked yet), `compliant`, `drifted`, `error`
+    report: list[dict[str, Any]]  # the drifted resources: {resource, agent, action, diff, since}
+    error: str | None
+    workflow_id: str | None
+
+
 class StepHolder(NamedTuple):
     """What the engine checks before it hands a running step a credential (engine.vault_rules)."""
 
@@ -250,5 +269,29 @@ class Store(Protocol):
 
     def unset_policy(self, role: str, keys: list[str] | None = None) -> list[str]:
         """Remove keys of a role's policy (every key when none are given); the keys that were there."""
+
+    def set_schedule(self, record: ScheduleRecord) -> bool:
+        """Store a schedule, replacing one of the same name; True if it replaced one."""
+
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+
+    def remove_schedule(self, name: str) -> bool:
+        """Delete a schedule; False if there was none of that name."""
+
+    def claim_due(self, now: float) -> list[ScheduleRecord]:
+        """The schedules due at `now`, each moved to its next time in the same transaction: whichever
+        engine claims one checks it, and no other does."""
+
+    def save_check(
+        self,
+        name: str,
+        state: str,
+        report: list[dict[str, Any]],
+        error: str | None,
+        workflow_id: str | None,
+        now: float,
+    ) -> None:
+        """Record the outcome of a schedule's check (nothing if it was removed since)."""
 
     def close(self) -> None: ...

@@ -55,6 +55,7 @@ from common.store.interface import (
 )
 from common.store.policies import PolicyRows
 from common.store.rows import message_from_row, row_from_plan, view_from_row
+from common.store.schedules import ScheduleRows
 from common.store.stats import StatsRows
 from common.store.tables import (
     ACTIVE_WORKFLOW,
@@ -162,7 +163,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class SqlStore(CredentialRows, FinishedRows, PolicyRows, StatsRows):
+class SqlStore(CredentialRows, FinishedRows, PolicyRows, StatsRows, ScheduleRows):
     """Workflows and steps in two tables; every change to a workflow happens in one transaction. The
     vault's tables are CredentialRows'; finding by id prefix and pruning by age are FinishedRows'; the
     agents' policies are PolicyRows'; the metrics' counts are StatsRows'."""

@@ -160,3 +160,24 @@ policies = Table(
     Column("set_by", String(64), nullable=False),
     Column("set_at", Float, nullable=False),
 )
+
+# Schedules (engine.scheduler): a desired state checked again every `every_s` (`converge schedule set`),
+# and the report of its last check (engine.compliance): which resources drifted, their diffs, since when.
+schedules = Table(
+    "converge_schedules",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("filename", String(1024), nullable=False),
+    Column("every_s", Float, nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("set_by", String(64), nullable=False),
+    Column("set_at", Float, nullable=False),
+    Column("next_at", Float, nullable=False),
+    Column("checked_at", Float),
+    Column("state", String(16), nullable=False),  # pending, compliant, drifted, error
+    Column("report", Text, nullable=False),  # JSON: [{resource, agent, action, diff, since}]
+    Column("error", Text),
+    Column("workflow_id", String(64)),  # the last correction an `enforce` schedule applied
+    Index("ix_schedules_next", "next_at"),
+)
