@@ -1,4 +1,4 @@
-"""The agent's Celery worker: prefork, concurrency = throttle, its role queues and its own queue."""
+"""The agent's Celery worker: prefork, at most `throttle` steps at once, its role queues and its own queue."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from celery.exceptions import SecurityWarning
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents import enroll, extensions
+from agents.autoscale import KEEPALIVE_CONF
 from agents.config import AgentSettings, ConfigError
 from agents.connection import fail_fast
 from agents.courier import Courier
@@ -95,9 +96,22 @@ def build_app(
 
     app.conf.task_queues = [queue(q) for q in queues_for(settings)]
     app.conf.worker_consumer = "agents.consumer:Consumer"  # junk Celery cannot use: counted and dropped
+    app.conf.worker_autoscaler = "agents.autoscale:Autoscaler"  # used with --autoscale (pool_args)
+    app.conf[KEEPALIVE_CONF] = settings.pool_keepalive_s
     if settings.broker_url.startswith("redis://"):
         app.conf.broker_transport = "agents.transport:Transport"
     return app
+
+
+def pool_args(settings: AgentSettings) -> list[str]:
+    """The pool's size: from `pool_min` up to `throttle` processes as the work asks, or `throttle` always.
+
+    Either way the throttle is the most steps the agent reserves (the prefetch count, with late ack and a
+    multiplier of 1) and so the most it runs at once.
+    """
+    if settings.autoscale:
+        return [f"--autoscale={settings.throttle},{settings.pool_min}"]
+    return [f"--concurrency={settings.throttle}"]
 
 
 def trusted_event_key(settings: AgentSettings) -> bytes:
@@ -136,6 +150,16 @@ def say_start(settings: AgentSettings) -> None:
     log.info("agent %s", settings.id)
     log.info("roles %s", ", ".join(settings.roles))
     log.info("throttle %d (steps at once)", settings.throttle)
+    if settings.autoscale:
+        log.info(
+            "pool %d to %d processes, back to %d after %gs without a step",
+            settings.pool_min,
+            settings.throttle,
+            settings.pool_min,
+            settings.pool_keepalive_s,
+        )
+    else:
+        log.info("pool %d processes (autoscale off)", settings.throttle)
     roles = ", ".join(names.role_queue(role) for role in settings.roles)
     log.info("queues %s, and %s while it leads the role", names.agent_queue(settings.id), roles)
     log.info(
@@ -255,7 +279,7 @@ def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool
             "worker",
             f"--loglevel={settings.loglevel}",
             "--pool=prefork",
-            f"--concurrency={settings.throttle}",
+            *pool_args(settings),
             # only its own queue at first: the elector adds a role's queue while the agent leads the role
             f"--queues={names.agent_queue(settings.id)}",
             f"--hostname={settings.id}@%h",
