@@ -69,7 +69,7 @@ def run_cmd(
     if broker_url is not None:
         config.load(options)  # a bad URL is refused here, naming --broker-url
         _move_to_environment("--broker-url", config.env_name("broker_url"), broker_url)
-    settings = _load(options).settings
+    configured = settings = _load(options).settings
     if not settings.roles:
         raise BadInput("no role: pass --role ROLE, or set one with `converge-agent config set roles=ROLE`")
     for name in [*settings.roles, settings.id]:
@@ -80,7 +80,8 @@ def run_cmd(
     event_key = None  # a trusted agent makes its own
     if enroll.wanted(settings):  # a host the operator does not fully trust: admitted first
         settings, event_key = enroll.admitted(settings)
-    worker.run(settings, event_key, banner=celery_banner)
+    # it follows its configuration file from now on, resolved again with these same options
+    worker.run(settings, event_key, banner=celery_banner, configured=configured, options=options)
 
 
 @main.group("config")

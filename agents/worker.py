@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 from celery.exceptions import SecurityWarning
+from celery.worker import state as worker_state
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents import enroll, extensions
@@ -26,9 +27,11 @@ from agents.elector import Elector
 from agents.engine_api import EngineApi
 from agents.heartbeat import Heartbeat, Link, agent_info
 from agents.identity import claim, new_token
+from agents.live import LiveSettings, step_settings
 from agents.outbox import Outbox
 from agents.reporter import Reporter
 from agents.runner import StepRunner
+from agents.shared import SharedStepSettings
 from agents.verdicts import EXPECTED, tell
 from agents.verify import Gate, load_engine_key
 from common import names, signing
@@ -67,8 +70,10 @@ def build_app(
     link: Link,
     engine_key: Ed25519PublicKey,
     registry: Registry | None = None,
+    shared: SharedStepSettings | None = None,
 ) -> Celery:
-    """The agent's Celery app with the step task bound to this agent's runner."""
+    """The agent's Celery app with the step task bound to this agent's runner; `shared`: the settings its
+    steps read, which the main process may change while it runs (agents.live)."""
     app = make_app(
         settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s, agent_id=settings.id
     )
@@ -82,6 +87,7 @@ def build_app(
         settings.step_timeout_s,
         lambda: link.cut_off,
         allowed_paths=settings.allowed_paths,
+        shared=shared,
     )
 
     gate = Gate(engine_key, settings.id)
@@ -112,6 +118,16 @@ def pool_args(settings: AgentSettings) -> list[str]:
     if settings.autoscale:
         return [f"--autoscale={settings.throttle},{settings.pool_min}"]
     return [f"--concurrency={settings.throttle}"]
+
+
+def role_running(role: str) -> bool:
+    """Whether a step of `role` runs on this agent now (in the main process: Celery's active requests)."""
+    try:
+        return any(
+            (request.kwargs or {}).get("role") == role for request in tuple(worker_state.active_requests)
+        )
+    except RuntimeError:  # the set changed while it was read: ask again at the next tick
+        return True
 
 
 def trusted_event_key(settings: AgentSettings) -> bytes:
@@ -179,8 +195,18 @@ def quiet_celery(settings: AgentSettings, banner: bool) -> list[str]:
     return ["--quiet"]
 
 
-def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool = False) -> None:
+def run(
+    settings: AgentSettings,
+    event_key: bytes | None = None,
+    *,
+    banner: bool = False,
+    configured: AgentSettings | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
     """Run the agent until it is stopped (SIGTERM or Ctrl-C). Raises Unreachable if Redis is not there.
+
+    With `configured` (what `agents.config.load(options)` gave, before an admission), the agent follows its
+    configuration file while it runs (agents.live), resolving it again with the same `options`.
 
     `event_key` signs its status events: the one its admission gave, or None for a trusted agent (one
     given the broker's credentials, not enrolled), which makes its own and keeps it in Redis for the
@@ -215,7 +241,8 @@ def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool
         holder,
         EngineApi.from_settings(settings),
     )
-    app = build_app(settings, reporter, link, engine_key, registry)
+    shared = SharedStepSettings(step_settings(settings))
+    app = build_app(settings, reporter, link, engine_key, registry, shared)
     elector = Elector(
         Election(
             fail_fast(settings.broker_url, settings.heartbeat_interval_s),
@@ -227,6 +254,7 @@ def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool
             renew_deadline_s=settings.heartbeat_interval_s * (settings.max_connection_failures + 1),
         ),
         settings.heartbeat_interval_s,
+        running=role_running,
     )
     courier = Courier(reporter)
     heartbeat = Heartbeat(
@@ -254,12 +282,23 @@ def run(settings: AgentSettings, event_key: bytes | None = None, *, banner: bool
     # an enrolled agent: Redis refusing its user may mean the operator revoked it
     turned_away = stop_when_turned_away(settings, heartbeat) if registered is None else []
 
+    live = LiveSettings(
+        configured or settings,
+        options or {},
+        shared=shared,
+        info=info,
+        elector=elector,
+        watch=configured is not None,
+    )
+
     def on_ready(sender: Any = None, **_: Any) -> None:
         courier.start()
         heartbeat.start()
         elector.start(sender)  # the consumer: sent again after a reconnect, with its new state
+        live.start(sender)
 
     def on_shutdown(**_: Any) -> None:
+        live.stop()
         elector.stop()
         heartbeat.stop()
         courier.stop()

@@ -18,7 +18,14 @@ def test_an_idle_agent_is_small_runs_a_burst_at_the_throttle_then_shrinks_back(
 
     root, gate = tmp_path / "burst", tmp_path / "go"
     workflow = submit(cluster, cluster.write("burst.yaml", burst(root, "pool-burst", 20, gate=gate)))
-    wait_for(lambda: started(root) == 20, 60, "20 steps running at once")
+    try:
+        wait_for(lambda: started(root) == 20, 60, "20 steps running at once")
+    except AssertionError as exc:  # say what the pool was doing
+        log = (cluster.logs / "agent-web-pool.log").read_text(errors="replace").splitlines()[-40:]
+        processes = len(children_of(agent))
+        raise AssertionError(
+            f"{exc}: {started(root)} started, {processes} pool processes; agent log:\n" + "\n".join(log)
+        ) from None
     assert len(children_of(agent)) == 20
     gate.touch()
     wait_succeeded(cluster, workflow)

@@ -1,0 +1,126 @@
+"""A running agent takes up `converge-agent config set` without a restart (real agents, real Redis)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from common import names
+from tests.integration.burst import burst, children_of, most_at_once, submit, wait_succeeded
+from tests.integration.conftest import Cluster, wait_for
+
+
+def agent_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agents", *args],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def listed(cluster: Cluster, agent_id: str) -> dict:
+    agents = json.loads(cluster.cli("agents", "list", "--json").stdout)
+    return next(a for a in agents if a["id"] == agent_id)
+
+
+def agent_log(cluster: Cluster, agent_id: str) -> str:
+    return (cluster.logs / f"agent-{agent_id}.log").read_text(errors="replace")
+
+
+def settings_from_the_file_only(cluster: Cluster, tmp_path: Path) -> Path:
+    for key in ("THROTTLE", "ROLES", "POOL_MIN", "AUTOSCALE"):
+        cluster.env.pop(f"CONVERGE_AGENT_{key}", None)
+    path = tmp_path / "conf" / "agent.toml"
+    cluster.env["CONVERGE_AGENT_CONFIG"] = str(path)
+    return path
+
+
+def test_config_set_throttle_changes_how_many_steps_a_running_agent_runs_at_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    settings_from_the_file_only(cluster, tmp_path)
+    cluster.start_agent("web", agent_id="web-live")  # throttle 20, the default
+    assert listed(cluster, "web-live")["throttle"] == 20
+
+    assert agent_cli(cluster, "config", "set", "throttle=5").returncode == 0
+    wait_for(lambda: listed(cluster, "web-live")["throttle"] == 5, 20, "the agent to announce throttle 5")
+
+    root = tmp_path / "burst"
+    workflow = submit(cluster, cluster.write("burst.yaml", burst(root, "live-burst", 10, hold_s=1)))
+    wait_succeeded(cluster, workflow)
+    assert most_at_once(root) == 5
+    assert len(children_of(cluster.procs["agent-web-live"].pid)) <= 5
+    assert "configuration: throttle 20 -> 5" in agent_log(cluster, "web-live")
+
+
+def test_a_setting_only_a_restart_takes_up_is_logged_as_such(cluster: Cluster, tmp_path: Path) -> None:
+    settings_from_the_file_only(cluster, tmp_path)
+    cluster.start_agent("web", agent_id="web-restart")
+    assert agent_cli(cluster, "config", "set", "visibility_timeout_s=7200").returncode == 0
+    wait_for(
+        lambda: "needs a restart: visibility_timeout_s" in agent_log(cluster, "web-restart"),
+        20,
+        "the agent to say visibility_timeout_s needs a restart",
+    )
+
+
+def test_an_invalid_value_is_refused_with_exit_2_and_the_file_left_byte_identical(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    path = settings_from_the_file_only(cluster, tmp_path)
+    assert agent_cli(cluster, "config", "set", "throttle=5").returncode == 0
+    cluster.start_agent("web", agent_id="web-refuse")
+    before = path.read_bytes()
+
+    for pair in ("throttle=0", "pool_min=6", "throttle=many"):
+        refused = agent_cli(cluster, "config", "set", pair)
+        assert refused.returncode == 2, (pair, refused.stdout, refused.stderr)
+        assert path.read_bytes() == before
+
+    assert (
+        "pool_min (6) must be at most throttle (5)"
+        in agent_cli(cluster, "config", "set", "pool_min=6").stderr
+    )
+    assert listed(cluster, "web-refuse")["throttle"] == 5
+
+
+def test_an_invalid_file_written_by_hand_is_logged_and_the_agent_keeps_its_settings(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    path = settings_from_the_file_only(cluster, tmp_path)
+    assert agent_cli(cluster, "config", "set", "throttle=5").returncode == 0
+    cluster.start_agent("web", agent_id="web-hand")
+    path.write_text("throttle = 0\n")
+    wait_for(
+        lambda: "the agent keeps running with the settings it had" in agent_log(cluster, "web-hand"),
+        20,
+        "the agent to refuse the file",
+    )
+    assert listed(cluster, "web-hand")["throttle"] == 5
+
+
+def test_a_role_added_is_led_and_a_role_removed_is_given_up_without_a_restart(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    settings_from_the_file_only(cluster, tmp_path)
+    assert agent_cli(cluster, "config", "set", "roles=web").returncode == 0
+    cluster.start_agent(agent_id="roles-live")  # its roles from the file
+    wait_for(lambda: listed(cluster, "roles-live")["leader_of"] == ["web"], 20, "it to lead web")
+
+    assert agent_cli(cluster, "config", "set", "roles=web,db").returncode == 0
+    wait_for(lambda: sorted(listed(cluster, "roles-live")["leader_of"]) == ["db", "web"], 20, "it to lead db")
+    root = tmp_path / "db-step"
+    workflow = wait_succeeded(
+        cluster, submit(cluster, cluster.write("db.yaml", burst(root, "db", 1, role="db")))
+    )
+    assert workflow["steps"][0]["agent"] == "roles-live"
+
+    assert agent_cli(cluster, "config", "set", "roles=db").returncode == 0
+    wait_for(lambda: listed(cluster, "roles-live")["leader_of"] == ["db"], 20, "it to give web up")
+    assert cluster.redis.get(names.leader_key("web")) is None
+    assert listed(cluster, "roles-live")["roles"] == ["db"]
