@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from common import names
-from tests.integration.burst import burst, children_of, most_at_once, submit, wait_succeeded
+from tests.integration.burst import burst, children_of, most_at_once, started, submit, wait_succeeded
 from tests.integration.conftest import Cluster, wait_for
 
 
@@ -124,3 +124,33 @@ def test_a_role_added_is_led_and_a_role_removed_is_given_up_without_a_restart(
     wait_for(lambda: listed(cluster, "roles-live")["leader_of"] == ["db"], 20, "it to give web up")
     assert cluster.redis.get(names.leader_key("web")) is None
     assert listed(cluster, "roles-live")["roles"] == ["db"]
+
+
+def test_a_throttle_lowered_while_every_process_is_busy_holds_then_raised_again_takes_more(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    settings_from_the_file_only(cluster, tmp_path)
+    cluster.start_agent("web", agent_id="web-busy")
+    agent = cluster.procs["agent-web-busy"].pid
+    busy, gate = tmp_path / "busy", tmp_path / "go"
+    first = submit(cluster, cluster.write("busy.yaml", burst(busy, "busy", 20, gate=gate)))
+    wait_for(lambda: started(busy) == 20, 60, "20 steps running at once")
+
+    assert agent_cli(cluster, "config", "set", "throttle=5").returncode == 0
+    wait_for(lambda: listed(cluster, "web-busy")["throttle"] == 5, 20, "the agent to announce throttle 5")
+    gate.touch()
+    wait_succeeded(cluster, first)
+    wait_for(lambda: len(children_of(agent)) <= 5, 30, "the pool down to the new throttle")
+
+    few = tmp_path / "few"
+    wait_succeeded(cluster, submit(cluster, cluster.write("few.yaml", burst(few, "few", 10, hold_s=1))))
+    assert most_at_once(few) == 5
+
+    assert agent_cli(cluster, "config", "set", "throttle=12").returncode == 0
+    wait_for(lambda: listed(cluster, "web-busy")["throttle"] == 12, 20, "the agent to announce throttle 12")
+    more, gate = tmp_path / "more", tmp_path / "go-more"
+    third = submit(cluster, cluster.write("more.yaml", burst(more, "more", 14, gate=gate)))
+    wait_for(lambda: started(more) == 12, 60, "12 steps running at once")
+    gate.touch()
+    wait_succeeded(cluster, third)
+    assert most_at_once(more) == 12
