@@ -6,8 +6,9 @@
   size: shared pages split between the processes sharing them) summed over the agent's main process and its
   children, from /proc/PID/smaps_rollup; so the sum is what the agent costs the host, with nothing shared
   counted twice.
-- Growing: a burst of 20 `command` steps that each log a line when they start and then hold until a gate
-  file appears, against an idle agent. From just before the POST to the 20th start line (polled every
+- Growing: a burst of 20 `command` steps that each log a line when they start and then hold, blocked
+  opening a FIFO (no polling, so that the steps already running cost nothing while the pool grows) until
+  the bench opens it for writing, against an idle agent. From just before the POST to the 20th start line (polled every
   10 ms), for the fixed pool (nothing to grow) and the autoscaled one (growing from 1 to 20); between rounds
   the gate opens, the workflow finishes and (autoscaled) the pool shrinks back to 1.
 - `converge up` of the quick start (its paths moved under the bench's work folder, so the quick start's own
@@ -88,7 +89,7 @@ def gated_burst(root: Path, gate: Path, count: int, tag: str) -> str:
     lines = []
     for i in range(count):
         done = root / f"done-{i}"
-        run = f"echo start >> {log}; while [ ! -e {gate} ]; do sleep 0.05; done; touch {done}"
+        run = f"echo start >> {log}; cat {gate} > /dev/null; touch {done}"
         lines.append(f'{{kind: command, name: c{i}, role: bench, spec: {{run: "{run}", creates: {done}}}}}')
     head = f"apiVersion: converge/v1\nkind: DesiredState\nmetadata: {{name: idle-{tag}}}\nresources:\n"
     return head + "".join(f"  - {line}\n" for line in lines)
@@ -103,12 +104,21 @@ def grow_round(stack: Stack, wd: Path, tag: str) -> float:
     root = wd / tag
     root.mkdir(parents=True)
     gate, log = root / "gate", root / "steps.log"
+    os.mkfifo(gate)
     workflow_id, submitted = stack.submit(gated_burst(root, gate, THROTTLE, tag))
     wait_until(lambda: starts(log) >= THROTTLE, 120, f"{THROTTLE} steps started", interval_s=0.01)
     took = time.time() - submitted
-    gate.touch()
+    release(gate)
     stack.wait_finished(workflow_id, 120)
     return took
+
+
+def release(gate: Path) -> None:
+    """Let every step blocked on the FIFO go: open it for writing, long enough for a step that logged its
+    start line but had not opened it yet, then close it (each reader sees the end of the file)."""
+    fd = os.open(gate, os.O_WRONLY)  # at least one reader holds it open
+    time.sleep(1.0)
+    os.close(fd)
 
 
 def agent_run(ctx: BenchContext, stack: Stack, wd: Path, autoscale: bool, rounds: int) -> dict[str, float]:

@@ -31,7 +31,8 @@ def burst(
     between until `gate` exists (when given), then for `hold_s`."""
     root.mkdir(parents=True, exist_ok=True)
     log = root / "steps.log"
-    wait = f"while [ ! -e {gate} ]; do sleep 0.05; done; " if gate else ""
+    # a slow poll: 20 shells forking `sleep` 20 times a second would load the machine as much as the agent
+    wait = f"while [ ! -e {gate} ]; do sleep 0.25; done; " if gate else ""
     resources = []
     for i in range(count):
         done = root / f"done-{i}"
