@@ -154,3 +154,44 @@ def test_a_throttle_lowered_while_every_process_is_busy_holds_then_raised_again_
     gate.touch()
     wait_succeeded(cluster, third)
     assert most_at_once(more) == 12
+
+
+def test_a_removed_role_is_given_up_only_once_its_running_step_has_ended(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    settings_from_the_file_only(cluster, tmp_path)
+    assert agent_cli(cluster, "config", "set", "roles=web,db").returncode == 0
+    cluster.start_agent(agent_id="roles-busy")
+    wait_for(
+        lambda: sorted(listed(cluster, "roles-busy")["leader_of"]) == ["db", "web"], 20, "it to lead both"
+    )
+    root, gate = tmp_path / "web-step", tmp_path / "go"
+    workflow = submit(cluster, cluster.write("web.yaml", burst(root, "web-hold", 1, gate=gate)))
+    wait_for(lambda: started(root) == 1, 30, "the web step to run")
+
+    assert agent_cli(cluster, "config", "set", "roles=db").returncode == 0
+    wait_for(lambda: listed(cluster, "roles-busy")["roles"] == ["db"], 20, "it to announce its new roles")
+    assert cluster.redis.get(names.leader_key("web")) is not None  # held while its step runs
+    gate.touch()
+
+    wait_succeeded(cluster, workflow)  # reported under the epoch it started with
+    wait_for(lambda: cluster.redis.get(names.leader_key("web")) is None, 20, "the web lease given up")
+
+
+def test_a_fixed_pool_grows_and_shrinks_to_a_new_throttle(cluster: Cluster, tmp_path: Path) -> None:
+    settings_from_the_file_only(cluster, tmp_path)
+    assert agent_cli(cluster, "config", "set", "autoscale=false", "throttle=6").returncode == 0
+    cluster.start_agent("web", agent_id="web-fixed-live")
+    agent = cluster.procs["agent-web-fixed-live"].pid
+    wait_for(lambda: len(children_of(agent)) == 6, 30, "6 pool processes")
+
+    assert agent_cli(cluster, "config", "set", "throttle=3").returncode == 0
+    wait_for(lambda: len(children_of(agent)) == 3, 30, "3 pool processes")
+    root = tmp_path / "burst"
+    wait_succeeded(
+        cluster, submit(cluster, cluster.write("burst.yaml", burst(root, "fixed-live", 6, hold_s=1)))
+    )
+    assert most_at_once(root) == 3
+
+    assert agent_cli(cluster, "config", "set", "throttle=8").returncode == 0
+    wait_for(lambda: len(children_of(agent)) == 8, 30, "8 pool processes")
