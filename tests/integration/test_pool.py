@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.localredis import LocalRedis
 from tests.integration.burst import burst, children_of, most_at_once, started, submit, wait_succeeded
 from tests.integration.conftest import Cluster, wait_for
 
@@ -50,3 +51,24 @@ def test_with_autoscale_off_the_pool_holds_throttle_processes(cluster: Cluster) 
     cluster.start_agent("web", agent_id="web-fixed", throttle=6)
     agent = cluster.procs["agent-web-fixed"].pid
     wait_for(lambda: len(children_of(agent)) == 6, 30, "6 pool processes")
+
+
+def test_after_a_redis_restart_a_small_pool_still_grows_to_the_throttle(
+    cluster: Cluster, redis_server: LocalRedis, tmp_path: Path
+) -> None:
+    cluster.start_agent("web", agent_id="web-reconnect", throttle=8)
+    agent = cluster.procs["agent-web-reconnect"].pid
+    # pool_min: the prefetch count Celery sets again after a reconnect would be 1 (its pool's size)
+    wait_for(lambda: len(children_of(agent)) == 1, 30, "one pool process")
+
+    redis_server.stop()
+    redis_server.start()
+    wait_for(lambda: cluster.agent_state("web-reconnect") == "active", 60, "the agent to be back")
+    log = cluster.logs / "agent-web-reconnect.log"
+    wait_for(lambda: log.read_text(errors="replace").count("Connected to") >= 2, 30, "Celery to reconnect")
+
+    root, gate = tmp_path / "burst", tmp_path / "go"
+    workflow = submit(cluster, cluster.write("burst.yaml", burst(root, "after-restart", 8, gate=gate)))
+    wait_for(lambda: started(root) == 8, 60, "8 steps running at once after the restart")
+    gate.touch()
+    wait_succeeded(cluster, workflow)
