@@ -71,7 +71,7 @@ def run_cmd(
         config.load(options)  # a bad URL is refused here, naming --broker-url
         _move_to_environment("--broker-url", config.env_name("broker_url"), broker_url)
     resolved = _load(options)
-    settings = resolved.settings
+    configured = settings = resolved.settings
     if not settings.roles:
         raise BadInput("no role: pass --role ROLE, or set one with `converge-agent config set roles=ROLE`")
     for name in [*settings.roles, settings.id]:
@@ -82,7 +82,15 @@ def run_cmd(
     event_key = None  # a trusted agent makes its own
     if enroll.wanted(settings):  # a host the operator does not fully trust: admitted first
         settings, event_key = enroll.admitted(settings)
-    worker.run(settings, event_key, banner=celery_banner, sources=resolved.sources)
+    # it follows its configuration file and its role policy from now on, resolved again with these options
+    worker.run(
+        settings,
+        event_key,
+        banner=celery_banner,
+        sources=resolved.sources,
+        configured=configured,
+        options=options,
+    )
 
 
 @main.group("config")

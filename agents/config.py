@@ -85,6 +85,12 @@ class AgentSettings(BaseSettings):
     # Checked as the engine checks it (common.settings.check_broker_url), also by `config set`.
     broker_url: BrokerUrl = Field(default="redis://127.0.0.1:6379/0", validation_alias="CONVERGE_BROKER_URL")
     throttle: int = Field(default=20, ge=1, le=1000)
+    # The pool grows with the work up to `throttle` processes and, once no step has arrived for
+    # `pool_keepalive_s`, shrinks back to `pool_min` (Celery's autoscaler, agents.autoscale): an idle agent
+    # stays small. `autoscale = false` keeps `throttle` processes at all times, as agents did before.
+    autoscale: bool = True
+    pool_min: int = Field(default=1, ge=1, le=1000)
+    pool_keepalive_s: float = Field(default=10.0, gt=0)
     step_timeout_s: float = Field(default=defaults.STEP_TIMEOUT_S, gt=0)
     # After this many failed heartbeats in a row the agent ends its running steps (nobody can follow them).
     max_connection_failures: int = Field(default=defaults.MAX_CONNECTION_FAILURES, ge=1)
@@ -127,6 +133,15 @@ class AgentSettings(BaseSettings):
     def _default_id(self) -> Self:
         if not self.id:
             self.id = default_id(socket.gethostname(), self.roles)
+        return self
+
+    @model_validator(mode="after")
+    def _pool_min_within_throttle(self) -> Self:
+        if self.pool_min > self.throttle:
+            raise ValueError(
+                f"pool_min ({self.pool_min}) must be at most throttle ({self.throttle}): the pool never has "
+                "more processes than the steps it may run at once. Lower pool_min or raise throttle"
+            )
         return self
 
     @model_validator(mode="after")
@@ -328,12 +343,30 @@ class Change:
     new: Any
 
 
+def check_file(path: Path, data: dict[str, Any]) -> None:
+    """ConfigError unless `data`, as the file at `path`, makes valid settings with this environment: each
+    value alone, and the rules between settings (pool_min within throttle, the heartbeat TTL's)."""
+    env = env_values()
+    sources: dict[str, Source] = dict.fromkeys(KEYS, "default")
+    sources |= dict.fromkeys((key for key in data if key in sources), "file")
+    sources |= dict.fromkeys(env, "env")
+    # The file's values as options, under the environment's as `load` ranks them; every other key at its
+    # default, not read from the file as it is now (whose keys a reset removes).
+    given = {key: AgentSettings.model_fields[key].get_default(call_default_factory=True) for key in KEYS}
+    given |= {key: value for key, value in data.items() if key in sources}
+    try:
+        AgentSettings(**{key: value for key, value in given.items() if key not in env})
+    except ValidationError as exc:
+        raise ConfigError(f"{_explain(exc, sources, path)}; nothing was written") from exc
+
+
 def set_values(pairs: Iterable[str]) -> list[Change]:
-    """Validate every pair, then write them all to the file; nothing is written if one is bad."""
+    """Validate every pair, and the file they make, then write them all; nothing is written if one is bad."""
     values = dict(parse_pair(pair) for pair in pairs)
     path = config_path()
     data = read_file(path)
     changes = [Change(key, data.get(key), value) for key, value in values.items()]
+    check_file(path, data | values)
     write_file(path, data | values)
     return changes
 
@@ -345,5 +378,7 @@ def reset_keys(keys: Iterable[str]) -> list[str]:
     data = read_file(path)
     removed = [key for key in (wanted or list(data)) if key in data]
     if removed:
-        write_file(path, {k: v for k, v in data.items() if k not in removed})
+        kept = {k: v for k, v in data.items() if k not in removed}
+        check_file(path, kept)
+        write_file(path, kept)
     return removed

@@ -5,6 +5,11 @@ type the agent does not accept, bad task headers, no task header, a task the age
 already drops each (the agent survives), but logs it with a traceback and the body; here each is one
 bounded line and is counted with the rest (`agents.junk.DROPPED`), then dropped as Celery does
 (acknowledged or rejected, never delivered again).
+
+With the autoscaler, the most steps the agent may reserve is the autoscaler's maximum (the throttle), not
+the pool's size of the moment: Celery counts the latter when it sets the prefetch count again after a
+reconnect, which would leave an agent that reconnected while its pool was small reserving one step at a
+time, its pool never growing again.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ def queue_of(message: Any) -> str:
 
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]
+    @property
+    def max_prefetch_count(self) -> int:
+        limit = getattr(self.controller, "max_concurrency", None) or self.pool.num_processes
+        return int(limit) * int(self.prefetch_multiplier)
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         junk.drop(queue_of(message), message.body, exc)
         message.ack()

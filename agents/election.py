@@ -100,6 +100,20 @@ class Election:
             if now - renewed < self.renew_deadline_s
         }
 
+    def drop(self, role: str) -> None:
+        """Stop campaigning for `role` and give its lease up if this agent holds it (the role was removed
+        from the agent's settings). Raises redis.RedisError if Redis cannot be reached: the lease then
+        expires by itself, and the role is dropped all the same."""
+        self.roles = [r for r in self.roles if r != role]
+        held = self._renewed.pop(role, None) is not None
+        self._epochs.pop(role, None)
+        if held:
+            self._release(keys=[names.leader_key(role)], args=[self.holder])
+
+    def add(self, role: str) -> None:
+        """Campaign for `role` too from the next campaign on."""
+        self.roles = sorted({*self.roles, role})
+
     def release(self) -> None:
         """Give up every lease this agent holds (a clean stop): a backup takes over at once."""
         for role in list(self._renewed):

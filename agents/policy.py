@@ -28,7 +28,7 @@ from common.policy import AgentPolicy
 log = logging.getLogger("converge.agent.policy")
 
 POLICY_FILE = "policy.json"
-OnChange = Callable[[AgentPolicy], None]
+OnChange = Callable[[AgentPolicy], object]
 """Told of each policy that differs from the last one: the values to apply, and the role each came from."""
 
 
@@ -133,8 +133,8 @@ class PolicyFollower:
 
 
 class Recorder:
-    """The follower's callback until live reload applies a policy to the running agent: keep the policy in
-    the state folder (for `config show` and the next start) and say in the log what changed."""
+    """The follower's first callback: keep the policy in the state folder (for `config show` and the next
+    start) and say in the log what changed; agents.live then applies it."""
 
     def __init__(self, settings: AgentSettings, sources: Mapping[str, Source]) -> None:
         self.path = policy_path(settings)
@@ -195,16 +195,26 @@ def _shown(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else json.dumps(value).strip('"')
 
 
+def kept(settings: AgentSettings) -> dict[str, Any]:
+    """The values of the policy the agent last received (kept in its state folder), or none."""
+    policy = read(policy_path(settings))
+    return dict(policy.values) if policy is not None else {}
+
+
 def follow(
-    settings: AgentSettings, sources: Mapping[str, Source], on_change: OnChange | None = None
+    settings: AgentSettings, sources: Mapping[str, Source], then: OnChange | None = None
 ) -> PolicyFollower | None:
-    """The follower of this agent's policy (None when the agent has no engine_url and api_token), which
-    calls `on_change`, by default a Recorder."""
+    """The follower of this agent's policy (None when the agent has no engine_url and api_token): on each
+    change a Recorder keeps and logs it, then `then` applies it (agents.live)."""
     if not settings.engine_url or not settings.api_token:
         return None
     timeout_s = min(TIMEOUT_S, max(settings.heartbeat_interval_s, 1.0))
     api = EngineApi(settings.engine_url, settings.api_token, settings.engine_ca, timeout_s=timeout_s)
     recorder = Recorder(settings, sources)
-    return PolicyFollower(
-        api, list(settings.roles), settings.heartbeat_interval_s, on_change or recorder, recorder.last
-    )
+
+    def on_change(policy: AgentPolicy) -> None:
+        recorder(policy)
+        if then is not None:
+            then(policy)
+
+    return PolicyFollower(api, list(settings.roles), settings.heartbeat_interval_s, on_change, recorder.last)

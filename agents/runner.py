@@ -12,6 +12,7 @@ from celery.exceptions import Reject
 
 from agents.control import StepControl
 from agents.reporter import Claim, Reporter, StepProgress
+from agents.shared import SharedStepSettings
 from agents.verdicts import Ended
 from common.models import Change, CheckResult, StepMessage
 from workflows.context import EVERYWHERE
@@ -57,8 +58,10 @@ class StepRunner:
         step_timeout_s: float,
         cut_off: Callable[[], bool],
         allowed_paths: Sequence[Path] = EVERYWHERE,
+        shared: SharedStepSettings | None = None,
     ) -> None:
         self.agent_id = agent_id
+        self.shared = shared  # the settings that change live (agents.live), read again at each step
         self.allowed_paths = tuple(allowed_paths)  # where the built-in kinds may act (agent setting)
         self.roles = set(roles)
         self.registry = registry
@@ -67,6 +70,18 @@ class StepRunner:
         self.claim_ttl_s = claim_ttl_s
         self.step_timeout_s = step_timeout_s
         self.control = StepControl(lambda: reporter.watch_client, claim_ttl_s, cut_off)
+
+    def follow(self) -> None:
+        """Take up what the main process changed since the last step: roles, timeout, interval, log level."""
+        if self.shared is None:
+            return
+        values = self.shared.read()
+        self.roles = set(values.roles)
+        self.step_timeout_s = values.step_timeout_s
+        self.progress_interval_s = values.progress_interval_s
+        level = logging.getLevelName(values.loglevel.upper())
+        if isinstance(level, int) and logging.getLogger().level != level:
+            logging.getLogger().setLevel(level)
 
     def misrouted(self, message: StepMessage) -> str | None:
         if message.role not in self.roles:
@@ -78,6 +93,7 @@ class StepRunner:
 
     def run(self, message: StepMessage) -> Ended | None:
         """Run a delivered step and report its outcome; returns how it ended, None if it did not run."""
+        self.follow()
         if message.mode == "check":
             self._check(message)
             return None

@@ -1,4 +1,4 @@
-"""The agent's Celery worker: prefork, concurrency = throttle, its role queues and its own queue."""
+"""The agent's Celery worker: prefork, at most `throttle` steps at once, its role queues and its own queue."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from typing import Any
 import redis
 from celery import Celery, signals
 from celery.exceptions import SecurityWarning
+from celery.worker import state as worker_state
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents import enroll, extensions
 from agents import policy as agent_policy
+from agents.autoscale import KEEPALIVE_CONF
 from agents.config import AgentSettings, ConfigError, Source
 from agents.connection import fail_fast
 from agents.courier import Courier
@@ -27,9 +29,11 @@ from agents.elector import Elector
 from agents.engine_api import EngineApi
 from agents.heartbeat import Heartbeat, Link, agent_info
 from agents.identity import claim, new_token
+from agents.live import LiveSettings, step_settings
 from agents.outbox import Outbox
 from agents.reporter import Reporter
 from agents.runner import StepRunner
+from agents.shared import SharedStepSettings
 from agents.verdicts import EXPECTED, tell
 from agents.verify import Gate, load_engine_key
 from common import names, signing
@@ -68,8 +72,10 @@ def build_app(
     link: Link,
     engine_key: Ed25519PublicKey,
     registry: Registry | None = None,
+    shared: SharedStepSettings | None = None,
 ) -> Celery:
-    """The agent's Celery app with the step task bound to this agent's runner."""
+    """The agent's Celery app with the step task bound to this agent's runner; `shared`: the settings its
+    steps read, which the main process may change while it runs (agents.live)."""
     app = make_app(
         settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s, agent_id=settings.id
     )
@@ -83,6 +89,7 @@ def build_app(
         settings.step_timeout_s,
         lambda: link.cut_off,
         allowed_paths=settings.allowed_paths,
+        shared=shared,
     )
 
     gate = Gate(engine_key, settings.id)
@@ -97,9 +104,32 @@ def build_app(
 
     app.conf.task_queues = [queue(q) for q in queues_for(settings)]
     app.conf.worker_consumer = "agents.consumer:Consumer"  # junk Celery cannot use: counted and dropped
+    app.conf.worker_autoscaler = "agents.autoscale:Autoscaler"  # used with --autoscale (pool_args)
+    app.conf[KEEPALIVE_CONF] = settings.pool_keepalive_s
     if settings.broker_url.startswith("redis://"):
         app.conf.broker_transport = "agents.transport:Transport"
     return app
+
+
+def pool_args(settings: AgentSettings) -> list[str]:
+    """The pool's size: from `pool_min` up to `throttle` processes as the work asks, or `throttle` always.
+
+    Either way the throttle is the most steps the agent reserves (the prefetch count, with late ack and a
+    multiplier of 1) and so the most it runs at once.
+    """
+    if settings.autoscale:
+        return [f"--autoscale={settings.throttle},{settings.pool_min}"]
+    return [f"--concurrency={settings.throttle}"]
+
+
+def role_running(role: str) -> bool:
+    """Whether a step of `role` runs on this agent now (in the main process: Celery's active requests)."""
+    try:
+        return any(
+            (request.kwargs or {}).get("role") == role for request in tuple(worker_state.active_requests)
+        )
+    except RuntimeError:  # the set changed while it was read: ask again at the next tick
+        return True
 
 
 def trusted_event_key(settings: AgentSettings) -> bytes:
@@ -138,6 +168,16 @@ def say_start(settings: AgentSettings) -> None:
     log.info("agent %s", settings.id)
     log.info("roles %s", ", ".join(settings.roles))
     log.info("throttle %d (steps at once)", settings.throttle)
+    if settings.autoscale:
+        log.info(
+            "pool %d to %d processes, back to %d after %gs without a step",
+            settings.pool_min,
+            settings.throttle,
+            settings.pool_min,
+            settings.pool_keepalive_s,
+        )
+    else:
+        log.info("pool %d processes (autoscale off)", settings.throttle)
     roles = ", ".join(names.role_queue(role) for role in settings.roles)
     log.info("queues %s, and %s while it leads the role", names.agent_queue(settings.id), roles)
     log.info(
@@ -163,8 +203,13 @@ def run(
     *,
     banner: bool = False,
     sources: Mapping[str, Source] | None = None,
+    configured: AgentSettings | None = None,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Run the agent until it is stopped (SIGTERM or Ctrl-C). Raises Unreachable if Redis is not there.
+
+    With `configured` (what `agents.config.load(options)` gave, before an admission), the agent follows its
+    configuration file while it runs (agents.live), resolving it again with the same `options`.
 
     `event_key` signs its status events: the one its admission gave, or None for a trusted agent (one
     given the broker's credentials, not enrolled), which makes its own and keeps it in Redis for the
@@ -200,7 +245,8 @@ def run(
         holder,
         EngineApi.from_settings(settings),
     )
-    app = build_app(settings, reporter, link, engine_key, registry)
+    shared = SharedStepSettings(step_settings(settings))
+    app = build_app(settings, reporter, link, engine_key, registry, shared)
     elector = Elector(
         Election(
             fail_fast(settings.broker_url, settings.heartbeat_interval_s),
@@ -212,6 +258,7 @@ def run(
             renew_deadline_s=settings.heartbeat_interval_s * (settings.max_connection_failures + 1),
         ),
         settings.heartbeat_interval_s,
+        running=role_running,
     )
     courier = Courier(reporter)
     heartbeat = Heartbeat(
@@ -236,12 +283,21 @@ def run(
         courier.wake()
 
     link.on_cut_off, link.on_restored = on_cut_off, on_restored
-    # The engine's policy for the agent's roles, fetched every heartbeat interval in a thread of its own.
-    # Until live reload applies a change to the running agent, the Recorder keeps it (the next start, and
-    # `config show`, apply it) and logs it.
-    follower = agent_policy.follow(settings, sources or {})
     # an enrolled agent: Redis refusing its user may mean the operator revoked it
     turned_away = stop_when_turned_away(settings, heartbeat) if registered is None else []
+
+    live = LiveSettings(
+        configured or settings,
+        options or {},
+        shared=shared,
+        info=info,
+        elector=elector,
+        watch=configured is not None,
+    )
+    # The engine's policy for the agent's roles, fetched every heartbeat interval in a thread of its own:
+    # kept in the state folder (for `config show` and the next start), logged, and applied at once.
+    live.policy = agent_policy.kept(settings)
+    follower = agent_policy.follow(settings, sources or {}, then=lambda kept: live.refresh(kept.values))
 
     def on_ready(sender: Any = None, **_: Any) -> None:
         courier.start()
@@ -249,10 +305,12 @@ def run(
         if follower is not None:
             follower.start()
         elector.start(sender)  # the consumer: sent again after a reconnect, with its new state
+        live.start(sender)
 
     def on_shutdown(**_: Any) -> None:
         if follower is not None:
             follower.stop()
+        live.stop()
         elector.stop()
         heartbeat.stop()
         courier.stop()
@@ -273,7 +331,7 @@ def run(
             "worker",
             f"--loglevel={settings.loglevel}",
             "--pool=prefork",
-            f"--concurrency={settings.throttle}",
+            *pool_args(settings),
             # only its own queue at first: the elector adds a role's queue while the agent leads the role
             f"--queues={names.agent_queue(settings.id)}",
             f"--hostname={settings.id}@%h",

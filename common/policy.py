@@ -59,6 +59,9 @@ class PolicyValues(BaseModel):
     extensions_dir: Path | None = None
     execution_policy: Literal["restricted", "unrestricted"] | None = None
     capabilities_file: Path | None = None
+    autoscale: bool | None = None
+    pool_min: int | None = Field(default=None, ge=1, le=1000)
+    pool_keepalive_s: float | None = Field(default=None, gt=0)
 
 
 KEYS: tuple[str, ...] = tuple(PolicyValues.model_fields)
@@ -146,7 +149,14 @@ def _is_list(key: str) -> bool:
 def check_together(values: Mapping[str, Any]) -> None:
     """BadInput when the heartbeat settings of a policy break the agent's rule between them (as
     agents.config checks it): the TTL must outlast the time an agent cut off from Redis takes to end its
-    steps. Settings the policy leaves out count at their defaults."""
+    steps. Settings the policy leaves out count at their defaults. A policy that sets both pool_min and
+    throttle must keep pool_min within throttle (an agent whose own throttle is lower refuses it, saying
+    why: agents.config.load's `policy_problem`)."""
+    if "pool_min" in values and "throttle" in values and values["pool_min"] > values["throttle"]:
+        raise BadInput(
+            f"invalid policy: pool_min ({values['pool_min']}) must be at most throttle "
+            f"({values['throttle']}): the pool never has more processes than the steps it may run at once"
+        )
     heartbeat = ("heartbeat_interval_s", "max_connection_failures", "heartbeat_ttl_s")
     if not any(key in values for key in heartbeat):
         return

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.burst import burst, most_at_once
 from tests.integration.conftest import Cluster, wait_for
 from tests.integration.test_credentials import agent_token, start_agent_with_token
 
@@ -40,6 +41,13 @@ def kept_policy(path: Path) -> dict[str, Any]:
     except (FileNotFoundError, ValueError):  # not written yet (it is replaced whole, never half written)
         return {}
     return document
+
+
+def announced_throttle(cluster: Cluster, agent_id: str) -> int | None:
+    result = cluster.cli("agents", "list", "--json")
+    if result.returncode != 0:
+        return None
+    return next((a.get("throttle") for a in json.loads(result.stdout) if a["id"] == agent_id), None)
 
 
 def shown_policies(cluster: Cluster, *args: str) -> list[dict[str, Any]]:
@@ -81,6 +89,13 @@ def test_a_policy_reaches_the_running_agents_of_its_role_over_their_file(tls_clu
     )
     [record] = shown_policies(cluster, "--role", "web")
     assert (record["key"], record["value"], record["set_by"]) == ("throttle", 5, "admin")
+    # The running agent applies it at once, without a restart: it announces throttle 5 and runs 5 at once.
+    wait_for(lambda: announced_throttle(cluster, "web-01") == 5, 20, "the agent to announce throttle 5")
+    assert "configuration: throttle 20 -> 5" in log.read_text()
+    root = Path(cluster.workdir) / "burst"
+    ran = cluster.apply(cluster.write("burst.yaml", burst(root, "policy-burst", 10, hold_s=1)))
+    assert ran["exit_code"] == 0, ran
+    assert most_at_once(root) == 5
 
     unset = cluster.cli("policy", "unset", "--role", "web", "throttle")
     assert unset.returncode == 0, unset.stderr
@@ -91,6 +106,7 @@ def test_a_policy_reaches_the_running_agents_of_its_role_over_their_file(tls_clu
     )
     settings = json.loads(agent_cli(cluster, "config", "show", "--json").stdout)["settings"]
     assert settings["throttle"] == {"value": 20, "source": "file"}
+    wait_for(lambda: announced_throttle(cluster, "web-01") == 20, 20, "the agent to go back to its file's 20")
 
 
 def test_bad_input_and_callers_without_an_admins_token_change_no_policy(cluster: Cluster) -> None:

@@ -80,6 +80,7 @@ def test_an_agent_says_its_id_roles_throttle_queues_and_broker_without_celerys_b
     assert "agent web-1" in text
     assert "roles web, db" in text
     assert "throttle 3 (steps at once)" in text
+    assert "pool 1 to 3 processes, back to 1 after 10s without a step" in text
     assert "queues converge.agent.web-1, and converge.role.web, converge.role.db while it leads" in text
     assert f"broker redis://:***@127.0.0.1:{locked_redis.port}/0" in text
     assert "-------------- " not in text and "[config]" not in text  # Celery's banner

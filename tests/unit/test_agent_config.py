@@ -123,6 +123,11 @@ def test_reset_of_a_missing_file_creates_nothing(agent_file: Path) -> None:
         (["set", "throttle"], "'throttle': expected KEY=VALUE"),
         (["set", "loglevel=DEBUG", "throttle=-1"], "throttle=-1"),
         (["reset", "bogus"], "unknown setting 'bogus'"),
+        # each valid alone, not with the file they would make (throttle=3 is in it)
+        (["set", "pool_min=4"], "pool_min (4) must be at most throttle (3)"),
+        (["set", "pool_min=2", "throttle=1"], "pool_min (2) must be at most throttle (1)"),
+        (["set", "heartbeat_ttl_s=2"], "heartbeat_ttl_s (2) must be longer than heartbeat_interval_s"),
+        (["set", "pool_keepalive_s=0"], "pool_keepalive_s=0: Input should be greater than 0"),
     ],
 )
 def test_bad_input_exits_2_and_leaves_the_file_byte_identical(
@@ -239,3 +244,19 @@ def test_the_file_is_found_at_the_user_path_without_the_env_variable(
     system.write_text("")
     monkeypatch.setattr(config, "SYSTEM_CONFIG", system)
     assert config.config_path() == system
+
+
+def test_reset_that_would_break_a_rule_between_settings_exits_2_and_leaves_the_file(agent_file: Path) -> None:
+    assert agent("config", "set", "throttle=40", "pool_min=30").exit_code == 0
+    before = agent_file.read_bytes()
+    result = agent("config", "reset", "throttle")
+    assert result.exit_code == 2
+    assert "pool_min (30) must be at most throttle (20)" in result.output
+    assert agent_file.read_bytes() == before
+
+
+def test_the_pool_grows_up_to_the_throttle_from_pool_min_or_holds_the_throttle_without_autoscale() -> None:
+    from agents.worker import pool_args
+
+    assert pool_args(config.AgentSettings(throttle=20, pool_min=2)) == ["--autoscale=20,2"]
+    assert pool_args(config.AgentSettings(throttle=20, autoscale=False)) == ["--concurrency=20"]
