@@ -294,6 +294,8 @@ def plan(file: str, detailed_exitcode: bool, as_json: bool, url: str | None) -> 
                 change.update(action=r.change.action, diff=r.change.diff)
             if r.error is not None:
                 change.update(action=None, diff=None, error=r.error)
+            if r.note is not None:
+                change.update(note=r.note)
             changes.append(change)
         render.emit_json({"changes": changes})
     else:

@@ -60,6 +60,8 @@ class Resource(_Strict):
     role: str | None = None
     scope: str | None = None
     depends_on: list[str] = Field(default_factory=list)
+    # Runs only when one of these (`kind/name`) reported `changed: true` in the workflow; runs after them.
+    on_change: list[str] = Field(default_factory=list)
     timeout_s: float | None = Field(default=None, gt=0)
     retry: RetryPolicy | None = None
     credentials: list[str] = Field(default_factory=list)
@@ -69,6 +71,11 @@ class Resource(_Strict):
     def ref(self) -> str:
         """The `kind/name` other resources use in `depends_on`."""
         return f"{self.kind}/{self.name}"
+
+    @property
+    def after(self) -> list[str]:
+        """What it runs after: its `depends_on`, then the `on_change` triggers not among them."""
+        return [*self.depends_on, *(ref for ref in self.on_change if ref not in self.depends_on)]
 
 
 class Metadata(_Strict):
@@ -239,6 +246,11 @@ class _Problems:
     def found(self) -> bool:
         return bool(self._found)
 
+    @property
+    def where_refs(self) -> str:
+        """Where a reference must name a resource, in the words of a problem."""
+        return "this file"
+
     def add(self, loc: Loc, message: str, at: Loc | None = None) -> None:
         """Add a problem with field `loc`, at the line of `loc` (or of `at` when given)."""
         self._found.append((loc if at is None else at, _dotted(loc), message))
@@ -336,7 +348,7 @@ def _resource_items(document: dict[Any, Any], out: _Problems, limits: Limits) ->
 
 def _check_resources(items: list[Any], out: _Problems, registry: Registry) -> list[Resource]:
     refs = _index_refs(items, out)
-    graph: dict[str, list[tuple[int, str]]] = {}
+    graph: dict[str, list[tuple[Loc, str]]] = {}
     resources: list[Resource] = []
     owners: list[tuple[int, Resource]] = []
     for index, item in enumerate(items):
@@ -347,7 +359,9 @@ def _check_resources(items: list[Any], out: _Problems, registry: Registry) -> li
         resource = _check_resource(loc, item, out, registry)
         if resource is not None:
             owners.append((index, resource))
-        edges = _check_depends_on(loc, item, refs, out)
+        edges = _check_refs(loc, "depends_on", item, refs, out) + _check_refs(
+            loc, "on_change", item, refs, out
+        )
         ref = _ref_of(item)
         if ref is not None and refs[ref] == index:
             graph[ref] = edges
@@ -469,14 +483,15 @@ def _index_refs(items: list[Any], out: _Problems) -> dict[str, int]:
     return refs
 
 
-def _check_depends_on(
-    loc: Loc, item: dict[Any, Any], refs: dict[str, int], out: _Problems
-) -> list[tuple[int, str]]:
-    """Report bad `depends_on` entries; return the good ones as (position, ref) edges, each ref once."""
-    entries = item.get("depends_on")
+def _check_refs(
+    loc: Loc, key: str, item: dict[Any, Any], refs: dict[str, int], out: _Problems
+) -> list[tuple[Loc, str]]:
+    """Report bad `depends_on` (or `on_change`) entries; return the good ones as (key path, ref) edges,
+    each ref once."""
+    entries = item.get(key)
     if not isinstance(entries, list):
         return []
-    edges: list[tuple[int, str]] = []
+    edges: list[tuple[Loc, str]] = []
     seen: set[str] = set()
     for position, entry in enumerate(entries):
         if not isinstance(entry, str) or entry in seen:
@@ -485,23 +500,25 @@ def _check_depends_on(
         kind, slash, name = entry.partition("/")
         if not (kind and slash and name):
             message = f"{named(entry)} is not a resource reference: write it as kind/name, e.g. file/index"
-            out.add((*loc, "depends_on", position), message)
+            out.add((*loc, key, position), message)
         elif entry not in refs:
-            message = f"{named(entry)} does not exist in this file: define it, or fix the kind/name"
-            out.add((*loc, "depends_on", position), message)
+            message = f"{named(entry)} does not exist in {out.where_refs}: define it, or fix the kind/name"
+            out.add((*loc, key, position), message)
+        elif key == "on_change" and entry == _ref_of(item):
+            out.add((*loc, key, position), f"{named(entry)} is this resource: name another one")
         else:
-            edges.append((position, entry))
+            edges.append(((key, position), entry))
     return edges
 
 
-def _check_cycles(graph: dict[str, list[tuple[int, str]]], refs: dict[str, int], out: _Problems) -> None:
-    """Report each dependency cycle once, at the `depends_on` entry that closes it."""
+def _check_cycles(graph: dict[str, list[tuple[Loc, str]]], refs: dict[str, int], out: _Problems) -> None:
+    """Report each dependency cycle once, at the `depends_on` (or `on_change`) entry that closes it."""
     for ref, position, cycle in _find_cycles(graph):
-        loc: Loc = ("resources", refs[ref], "depends_on", position)
+        loc: Loc = ("resources", refs[ref], *position)
         out.add(loc, f"dependency cycle {cycle}: remove one of these dependencies")
 
 
-def _find_cycles(graph: dict[str, list[tuple[int, str]]]) -> Iterator[tuple[str, int, str]]:
+def _find_cycles(graph: dict[str, list[tuple[Loc, str]]]) -> Iterator[tuple[str, Loc, str]]:
     """Iterative depth-first search: each back edge closes one cycle, yielded as (ref, position, text)."""
     done: set[str] = set()
     for start in graph:
@@ -509,7 +526,7 @@ def _find_cycles(graph: dict[str, list[tuple[int, str]]]) -> Iterator[tuple[str,
             continue
         path: list[str] = [start]
         on_path: dict[str, int] = {start: 0}
-        pending: list[Iterator[tuple[int, str]]] = [iter(graph[start])]
+        pending: list[Iterator[tuple[Loc, str]]] = [iter(graph[start])]
         while pending:
             step = next(pending[-1], None)
             if step is None:

@@ -1,0 +1,66 @@
+"""The desired-state language end to end, with real agents: on_change, many files, --limit, templates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.integration.conftest import Cluster, desired_state
+
+
+def steps_by_resource(workflow: dict) -> dict[str, dict]:
+    return {step["resource"]: step for step in workflow["steps"]}
+
+
+def reloading(root: Path, content: str) -> str:
+    return desired_state(
+        "reload",
+        f"""  - kind: file
+    name: proxy-conf
+    role: web
+    spec: {{path: {root}/proxy.conf, content: {json.dumps(content)}}}
+  - kind: command
+    name: reload
+    role: web
+    on_change: [file/proxy-conf]
+    spec: {{run: "echo reloaded >> {root}/reload.log", unless: "false"}}
+""",
+    )
+
+
+def test_a_command_on_change_runs_once_after_its_file_changed_and_is_skipped_when_it_did_not(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_agent("web", agent_id="web-1")
+    root = tmp_path / "estate"
+    root.mkdir()
+    log = root / "reload.log"
+    desired = cluster.write("estate.yaml", reloading(root, "upstream a\n"))
+
+    first = cluster.apply(desired)
+
+    assert first["exit_code"] == 0, first
+    assert steps_by_resource(first["workflow"])["command/reload"]["state"] == "succeeded"
+    assert log.read_text().splitlines() == ["reloaded"]
+
+    second = cluster.apply(desired)
+
+    assert second["exit_code"] == 0, second
+    assert second["workflow"]["state"] == "succeeded"
+    reload = steps_by_resource(second["workflow"])["command/reload"]
+    assert (reload["state"], reload["message"]) == ("skipped", "skipped: none of file/proxy-conf changed")
+    assert log.read_text().splitlines() == ["reloaded"]
+
+    planned = cluster.cli("plan", str(desired), "--json")
+    assert planned.returncode == 0, planned.stderr
+    (change,) = [c for c in json.loads(planned.stdout)["changes"] if c["resource"] == "command/reload"]
+    assert change["note"] == "would be skipped: none of file/proxy-conf would change"
+
+    changed = cluster.write("estate.yaml", reloading(root, "upstream b\n"))
+    planned = cluster.cli("plan", str(changed), "--json")
+    (change,) = [c for c in json.loads(planned.stdout)["changes"] if c["resource"] == "command/reload"]
+    assert change["note"] == "would run: file/proxy-conf would change"
+    third = cluster.apply(changed)
+
+    assert steps_by_resource(third["workflow"])["command/reload"]["state"] == "succeeded"
+    assert log.read_text().splitlines() == ["reloaded", "reloaded"]
