@@ -64,3 +64,54 @@ def test_a_command_on_change_runs_once_after_its_file_changed_and_is_skipped_whe
 
     assert steps_by_resource(third["workflow"])["command/reload"]["state"] == "succeeded"
     assert log.read_text().splitlines() == ["reloaded", "reloaded"]
+
+
+def folder(tmp_path: Path, root: Path) -> Path:
+    estate = tmp_path / "estate.d"
+    estate.mkdir()
+    header = "apiVersion: converge/v1\nkind: DesiredState\nmetadata: {name: many}\nresources:\n"
+    (estate / "10-dirs.yaml").write_text(
+        header + f"  - {{kind: directory, name: www, role: web, spec: {{path: {root}/www}}}}\n"
+    )
+    (estate / "20-files.yml").write_text(
+        header + "  - kind: file\n    name: index\n    role: web\n    depends_on: [directory/www]\n"
+        f"    spec: {{path: {root}/www/index.html, content: hi}}\n"
+    )
+    (estate / "30-other.yaml").write_text(
+        header + f"  - {{kind: directory, name: other, role: web, spec: {{path: {root}/other}}}}\n"
+    )
+    (estate / "notes.txt").write_text("not read")
+    return estate
+
+
+def test_apply_of_a_folder_converges_its_files_as_one_desired_state(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_agent("web", agent_id="web-1")
+    root = tmp_path / "root"
+    root.mkdir()
+
+    applied = cluster.apply(folder(tmp_path, root))
+
+    assert applied["exit_code"] == 0, applied
+    steps = steps_by_resource(applied["workflow"])
+    assert set(steps) == {"directory/www", "file/index", "directory/other"}
+    assert steps["file/index"]["started_at"] >= steps["directory/www"]["finished_at"]
+    assert (root / "www" / "index.html").read_text() == "hi"
+
+
+def test_limit_applies_only_the_named_resource_and_what_it_depends_on(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_agent("web", agent_id="web-1")
+    root = tmp_path / "root"
+    root.mkdir()
+    estate = folder(tmp_path, root)
+
+    applied = cluster.apply(estate, "--limit", "file/index")
+
+    assert applied["exit_code"] == 0, applied
+    assert set(steps_by_resource(applied["workflow"])) == {"directory/www", "file/index"}
+    assert (root / "www" / "index.html").exists() and not (root / "other").exists()
+
+    unknown = cluster.cli("apply", str(estate), "--limit", "file/indx")
+    assert unknown.returncode == 2
+    assert "did you mean `file/index`?" in unknown.stderr
