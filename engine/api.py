@@ -35,12 +35,14 @@ class SubmittedFile(BaseModel):
 
 
 class Submission(BaseModel):
-    """One document (`source`, `filename`), or several (`files`: a folder's), and `limit` (kind/name)."""
+    """One document (`source`, `filename`), or several (`files`: a folder's), `limit` (kind/name), and
+    `vars` over the files' own."""
 
     source: UnicodeText | None = None
     filename: UnicodeText = "<api>"
     files: list[SubmittedFile] = []
     limit: list[UnicodeText] = []
+    vars: dict[UnicodeText, Any] = {}
 
     def desired(self) -> DesiredInput:
         files = [SourceFile(filename=f.filename, source=f.source) for f in self.files]
@@ -48,7 +50,7 @@ class Submission(BaseModel):
             files.insert(0, SourceFile(filename=self.filename, source=self.source))
         if not files:
             raise BadInput("the body holds no desired state: send `source` (and `filename`) or `files`")
-        return DesiredInput(files=files, limit=list(self.limit))
+        return DesiredInput(files=files, limit=list(self.limit), vars=dict(self.vars))
 
 
 class DeadLetterIds(BaseModel):

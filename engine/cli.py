@@ -23,7 +23,7 @@ from engine import deadletters, recap, render
 from engine.client import EngineClient
 from engine.deadletters import DeadLetter
 from workflows.registry import default_registry
-from workflows.sources import DesiredInput, load_input, read_path
+from workflows.sources import DesiredInput, load_input, parse_vars, read_path, read_vars_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 WORKFLOW_STATES = [s.value for s in WorkflowState]
@@ -64,11 +64,30 @@ def opened_store(url: str) -> Iterator[SqlStore]:
         store.close()
 
 
-def read_desired(path: str, limit: tuple[str, ...] = ()) -> DesiredInput:
+def read_desired(
+    path: str, limit: tuple[str, ...] = (), var: tuple[str, ...] = (), vars_file: str | None = None
+) -> DesiredInput:
     """Read a desired-state file, or a folder of them, and check it here, before anything is sent."""
-    given = DesiredInput(files=read_path(path), limit=list(limit))
+    variables = {**read_vars_file(vars_file), **parse_vars(var)} if vars_file else parse_vars(var)
+    given = DesiredInput(files=read_path(path), limit=list(limit), vars=variables)
     load_input(given, default_registry())
     return given
+
+
+def vars_options(func: F) -> F:
+    func = click.option(
+        "--vars-file",
+        "vars_file",
+        metavar="FILE",
+        help="A YAML mapping of variables, over the file's vars: (--var wins over it).",
+    )(func)
+    return click.option(
+        "--var",
+        "var",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="A variable for templates (vars.NAME), over --vars-file and the file's vars:; repeatable.",
+    )(func)
 
 
 def limit_option(func: F) -> F:
@@ -238,14 +257,22 @@ def tokens_revoke(name: str, store_url: str | None) -> None:
 @click.option("--wait", is_flag=True, help="Wait until the workflow finishes; exit 0 only if it succeeded.")
 @timeout_option
 @limit_option
+@vars_options
 @json_option
 @url_option
 @handle_errors
 def apply(
-    file: str, wait: bool, timeout_s: float | None, limit: tuple[str, ...], as_json: bool, url: str | None
+    file: str,
+    wait: bool,
+    timeout_s: float | None,
+    limit: tuple[str, ...],
+    var: tuple[str, ...],
+    vars_file: str | None,
+    as_json: bool,
+    url: str | None,
 ) -> None:
     """Converge the estate to the desired state in FILE (a file, or a folder of *.yaml and *.yml files)."""
-    given = read_desired(file, limit)
+    given = read_desired(file, limit, var, vars_file)
     client = client_for(url)
     submitted = client.apply(given)
     view = submitted.workflow
@@ -294,12 +321,21 @@ def finish(
     help=f"Exit {NO_CHANGES} when nothing would change and {CHANGES_PENDING} when something would (for CI).",
 )
 @limit_option
+@vars_options
 @json_option
 @url_option
 @handle_errors
-def plan(file: str, detailed_exitcode: bool, limit: tuple[str, ...], as_json: bool, url: str | None) -> None:
+def plan(
+    file: str,
+    detailed_exitcode: bool,
+    limit: tuple[str, ...],
+    var: tuple[str, ...],
+    vars_file: str | None,
+    as_json: bool,
+    url: str | None,
+) -> None:
     """Show what applying FILE (or a folder's files) would change, as the agents see it; changes nothing."""
-    given = read_desired(file, limit)
+    given = read_desired(file, limit, var, vars_file)
     results = client_for(url).plan(given)
     if as_json:
         changes = []

@@ -189,6 +189,8 @@ def _body(given: DesiredInput) -> dict[str, Any]:
         body = {"files": [f.model_dump() for f in given.files]}
     if given.limit:
         body["limit"] = given.limit
+    if given.vars:
+        body["vars"] = given.vars
     return body
 
 

@@ -7,9 +7,12 @@ the engine, which checks them again, reports every problem at the file and line 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import yaml
 from pydantic import BaseModel, Field
 
+from common.errors import BadInput
 from workflows.limits import LIMITS, Limits, too_many_bytes
 from workflows.registry import Registry
 from workflows.spec import DesiredState, Problem, SpecError, load_texts, select
@@ -31,6 +34,8 @@ class DesiredInput(BaseModel):
 
     files: list[SourceFile] = Field(min_length=1)
     limit: list[str] = Field(default_factory=list)
+    # Variables over the files' `vars:`: --vars-file's, then --var's on top.
+    vars: dict[str, Any] = Field(default_factory=dict)
 
 
 def read_path(path: str | Path, limits: Limits = LIMITS) -> list[SourceFile]:
@@ -66,7 +71,7 @@ def _read(path: Path, limits: Limits) -> SourceFile:
 
 def load_input(given: DesiredInput, registry: Registry, limits: Limits = LIMITS) -> DesiredState:
     """Check every file as one desired state, then keep what `limit` names (workflows.spec.select)."""
-    desired = load_texts([(f.filename, f.source) for f in given.files], registry, limits)
+    desired = load_texts([(f.filename, f.source) for f in given.files], registry, limits, given.vars)
     return select(desired, given.limit)
 
 
@@ -79,8 +84,37 @@ def as_input(source: str | DesiredInput, filename: str = "<api>") -> DesiredInpu
 
 def stored_source(given: DesiredInput) -> str:
     """The text the store keeps of a submission: the one file's, or every file's after a comment naming it."""
-    if len(given.files) == 1 and not given.limit:
+    if len(given.files) == 1 and not given.limit and not given.vars:
         return given.files[0].source
     parts = [f"# --limit {' '.join(given.limit)}\n"] if given.limit else []
+    parts += [f"# --var {name}={value}\n" for name, value in given.vars.items()]
     parts += [f"# file: {f.filename}\n{f.source}" for f in given.files]
     return "\n".join(parts)
+
+
+def parse_vars(given: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`--var NAME=VALUE` options as variables (strings); the last of one name wins."""
+    variables: dict[str, str] = {}
+    for entry in given:
+        name, equals, value = entry.partition("=")
+        if not (equals and name.strip()):
+            raise BadInput(f"--var {entry!r}: write it as NAME=VALUE, e.g. --var port=8080")
+        variables[name.strip()] = value
+    return variables
+
+
+def read_vars_file(path: str | Path) -> dict[str, Any]:
+    """The variables of a `--vars-file`: a YAML mapping of names to values."""
+    try:
+        value = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BadInput(f"--vars-file {path}: cannot read it ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise BadInput(f"--vars-file {path}: not a YAML file ({exc}): fix its syntax") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise BadInput(
+            f"--vars-file {path}: must be a mapping of variable names to values, e.g. `port: 8080`"
+        )
+    return value

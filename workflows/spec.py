@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import BadInput
 from common.names import valid_name
-from workflows import yamldoc
+from workflows import templates, yamldoc
 from workflows.context import LISTED_CREDENTIALS
 from workflows.limits import LIMITS, Limits, TooLarge, too_deep, too_many_bytes, too_many_resources
 from workflows.registry import Registry
@@ -93,6 +93,8 @@ class DesiredState(_Strict):
     metadata: Metadata
     # The retry policy of every resource that does not set its own.
     retry: RetryPolicy | None = None
+    # What templates see as `vars` (workflows.templates), under what --vars-file and --var give.
+    vars: dict[str, Any] = Field(default_factory=dict)
     resources: list[Resource]
 
 
@@ -132,18 +134,28 @@ def load_file(path: str | Path, registry: Registry, limits: Limits = LIMITS) -> 
     return load_text(data, str(path), registry, limits)
 
 
-def load_text(data: bytes | str, filename: str, registry: Registry, limits: Limits = LIMITS) -> DesiredState:
+def load_text(
+    data: bytes | str,
+    filename: str,
+    registry: Registry,
+    limits: Limits = LIMITS,
+    overrides: Mapping[str, Any] | None = None,
+) -> DesiredState:
     """Parse and check a desired-state document; `filename` is only used in the problems reported.
 
-    A document past one of `limits` (workflows.limits) is refused as soon as that is known.
+    A document past one of `limits` (workflows.limits) is refused as soon as that is known. `overrides`
+    are variables over the file's `vars:` (--vars-file, then --var).
     """
     if len(data) > limits.max_bytes:  # a character is at least one byte: too big before it is encoded
         raise SpecError([Problem(file=filename, message=too_many_bytes(limits.max_bytes))])
-    return _load(_decode(data, filename, limits), filename, registry, limits)
+    return _load(_decode(data, filename, limits), filename, registry, limits, overrides or {})
 
 
 def load_texts(
-    files: Sequence[tuple[str, bytes | str]], registry: Registry, limits: Limits = LIMITS
+    files: Sequence[tuple[str, bytes | str]],
+    registry: Registry,
+    limits: Limits = LIMITS,
+    overrides: Mapping[str, Any] | None = None,
 ) -> DesiredState:
     """Parse and check several documents (a folder's files) as one desired state.
 
@@ -152,7 +164,7 @@ def load_texts(
     over all files together; every problem names the file and the line where it is.
     """
     if len(files) == 1:
-        return load_text(files[0][1], files[0][0], registry, limits)
+        return load_text(files[0][1], files[0][0], registry, limits, overrides)
     if sum(len(data) for _, data in files) > limits.max_bytes:
         where = ", ".join(name for name, _ in files[:3]) + (", ..." if len(files) > 3 else "")
         raise SpecError([Problem(file=where, message=too_many_bytes(limits.max_bytes))])
@@ -178,6 +190,9 @@ def load_texts(
     resources: list[Resource] = []
     if parts:
         combined = _Problems(parts[0].filename, parts[0].lines, parts)
+        variables, clashes = _merged_vars(headers)
+        problems += clashes
+        items = _rendered(items, {**variables, **(overrides or {})}, combined)
         resources = _check_resources(items, combined, registry)
         problems += combined.sorted()
     problems += _same_estate(headers)
@@ -185,7 +200,24 @@ def load_texts(
         order = {name: number for number, (name, _) in enumerate(files)}
         problems.sort(key=lambda problem: order.get(problem.file, -1))
         raise SpecError(problems)
-    return headers[0][1].model_copy(update={"retry": None, "resources": resources})
+    merged = {**_merged_vars(headers)[0], **(overrides or {})}
+    return headers[0][1].model_copy(update={"retry": None, "vars": merged, "resources": resources})
+
+
+def _merged_vars(headers: list[tuple[str, DesiredState]]) -> tuple[dict[str, Any], list[Problem]]:
+    """The `vars:` of all files; one variable given two values by two files is a problem."""
+    merged: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    problems: list[Problem] = []
+    for filename, header in headers:
+        for name, value in header.vars.items():
+            if name in merged and merged[name] != value:
+                message = f"{named(name)} is also set, to another value, by {owner[name]}: set it in one file"
+                problems.append(Problem(file=filename, field=f"vars.{name}", message=message))
+                continue
+            merged.setdefault(name, value)
+            owner.setdefault(name, filename)
+    return merged, problems
 
 
 def _check_part(
@@ -273,7 +305,9 @@ def _dotted(loc: Loc) -> str:
 # Reading and parsing.
 
 
-def _load(text: str, filename: str, registry: Registry, limits: Limits) -> DesiredState:
+def _load(
+    text: str, filename: str, registry: Registry, limits: Limits, overrides: Mapping[str, Any]
+) -> DesiredState:
     document = _parse(text, filename, limits)
     out = _Problems(filename, document.lines)
     for repeated in document.repeated:
@@ -284,7 +318,7 @@ def _load(text: str, filename: str, registry: Registry, limits: Limits) -> Desir
         out.add_at(repeated.position, "", message)
     for loc in document.binary:
         out.add(loc, "is binary data (!!binary), which no field takes: write the value as text")
-    state = _check_document(document.value, out, registry, limits)
+    state = _check_document(document.value, out, registry, limits, overrides)
     if out.found or state is None:
         raise SpecError(out.sorted())
     return state
@@ -462,17 +496,34 @@ def _suggest(word: str, known: list[str], otherwise: str, label: str = "allowed"
 # Checking the document.
 
 
-def _check_document(document: Any, out: _Problems, registry: Registry, limits: Limits) -> DesiredState | None:
+def _check_document(
+    document: Any, out: _Problems, registry: Registry, limits: Limits, overrides: Mapping[str, Any]
+) -> DesiredState | None:
     if not isinstance(document, dict):
         got = "nothing" if document is None else _TYPE_WORDS.get(type(document), shown(document))
         out.add((), f"the top level must be a mapping of apiVersion, kind, metadata and resources, got {got}")
         return None
     header = _check_header(document, out)
     items = _resource_items(document, out, limits)
+    variables = {**(header.vars if header is not None else {}), **overrides}
+    items = None if items is None else _rendered(items, variables, out)
     resources = None if items is None else _check_resources(items, out, registry)
     if header is None or resources is None:
         return None
     return header.model_copy(update={"resources": resources})
+
+
+def _rendered(items: list[Any], variables: Mapping[str, Any], out: _Problems) -> list[Any]:
+    """The resource items with the templates of their `spec` rendered with `vars` (workflows.templates)."""
+    return [
+        {
+            **item,
+            "spec": templates.render_vars(item["spec"], variables, ("resources", index, "spec"), out.add),
+        }
+        if isinstance(item, dict) and isinstance(item.get("spec"), dict)
+        else item
+        for index, item in enumerate(items)
+    ]
 
 
 def _check_header(document: dict[Any, Any], out: _Problems) -> DesiredState | None:

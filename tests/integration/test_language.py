@@ -115,3 +115,63 @@ def test_limit_applies_only_the_named_resource_and_what_it_depends_on(
     unknown = cluster.cli("apply", str(estate), "--limit", "file/indx")
     assert unknown.returncode == 2
     assert "did you mean `file/index`?" in unknown.stderr
+
+
+def templated(root: Path) -> str:
+    return desired_state(
+        "templated",
+        f"""  - kind: file
+    name: motd
+    role: web
+    scope: each
+    spec:
+      path: "{root}/motd-{{{{ facts.agent_id }}}}"
+      content: "{{{{ facts.agent_id }}}} of {{{{ facts.roles | join(',') }}}}\\n"
+  - kind: file
+    name: conf
+    role: web
+    spec: {{path: {root}/app.conf, content: "port {{{{ vars.port }}}}\\n"}}
+""",
+    ).replace("resources:\n", "vars: {port: 8080}\nresources:\n")
+
+
+def test_a_fact_template_renders_on_each_agent_of_a_fan_out_and_var_overrides_the_file(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_agent("web", agent_id="web-1")
+    cluster.start_agent("web", "db", agent_id="web-2")
+    root = tmp_path / "root"
+    root.mkdir()
+    desired = cluster.write("estate.yaml", templated(root))
+    wait_for_agents(cluster, "web-1", "web-2")
+
+    planned = cluster.cli("plan", str(desired), "--json", "--var", "port=9090")
+    assert planned.returncode == 0, planned.stderr
+    diffs = {c["resource"]: c["diff"] for c in json.loads(planned.stdout)["changes"]}
+    assert "web-1 of web" in diffs["file/motd@web-1"] and "web-2 of db,web" in diffs["file/motd@web-2"]
+    assert "port 9090" in diffs["file/conf"]
+
+    applied = cluster.apply(desired, "--var", "port=9090")
+
+    assert applied["exit_code"] == 0, applied
+    assert (root / "motd-web-1").read_text() == "web-1 of web\n"
+    assert (root / "motd-web-2").read_text() == "web-2 of db,web\n"
+    assert (root / "app.conf").read_text() == "port 9090\n"
+
+
+def wait_for_agents(cluster: Cluster, *ids: str) -> None:
+    from tests.integration.conftest import wait_for
+
+    wait_for(lambda: all(cluster.agent_state(i) for i in ids), what="agents alive")
+
+
+def test_a_missing_variable_is_bad_input_naming_it_and_its_line(cluster: Cluster, tmp_path: Path) -> None:
+    text = templated(tmp_path).replace("{{ vars.port }}", "{{ vars.listen_port }}")
+    desired = cluster.write("estate.yaml", text)
+
+    result = cluster.cli("apply", str(desired))
+
+    assert result.returncode == 2
+    assert (
+        f"{desired}:16: resources[1].spec.content: template: vars.listen_port is not defined" in result.stderr
+    )
