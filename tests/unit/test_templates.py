@@ -104,3 +104,18 @@ def test_os_release_is_read_from_its_file(tmp_path: Path) -> None:
         "version_id": "12",
         "pretty_name": "Debian GNU/Linux 12 (bookworm)",
     }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ vars.root }}/d1/f\n",
+        "a {{ vars.n }} b {{ vars.flag }} {{ vars.items }}",
+        "{{ vars.root }}{{ vars.none }}",
+        "{{ vars.n + 1 }} {% if vars.flag %}yes{% endif %}",
+    ],
+)
+def test_simple_templates_render_as_jinja_renders_them(text: str) -> None:
+    context = {"vars": {"root": "/srv", "n": 8080, "flag": True, "none": None, "items": "x"}}
+
+    assert templates.render(text, context, "in vars") == templates._compiled(text).render(context)
