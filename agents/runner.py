@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 from celery.exceptions import Reject
 
+from agents import facts
 from agents.control import StepControl
 from agents.reporter import Claim, Reporter, StepProgress
 from agents.shared import SharedStepSettings
 from agents.verdicts import Ended
 from common.models import Change, CheckResult, StepMessage
+from workflows import templates
 from workflows.context import EVERYWHERE
 from workflows.execute import execute
 from workflows.registry import Registry, StepError, action_word
@@ -139,7 +143,7 @@ class StepRunner:
     def _apply(self, message: StepMessage, ctx: StepProgress, timeout_s: float) -> Ended:
         fields: dict[str, object]
         try:
-            outcome = execute(self.registry, message.kind, message.spec, "apply", ctx)
+            outcome = execute(self.registry, message.kind, self._spec(message), "apply", ctx)
         except StepError as exc:
             state, fields = "failed", {"error": str(exc), "retryable": exc.retryable}
             fields["message"] = first_line(str(exc))
@@ -187,6 +191,19 @@ class StepRunner:
                 time.sleep(delay)
                 delay = min(delay * 2, CLAIM_RETRY_MAX_S)
 
+    @functools.cached_property
+    def facts(self) -> dict[str, Any]:
+        """What templates see of this host as `facts` (agents.facts), gathered on first use."""
+        return facts.gather(self.agent_id, self.roles)
+
+    def _spec(self, message: StepMessage) -> dict[str, Any]:
+        """The step's spec with its templates of facts rendered for this host: each agent its own."""
+        try:
+            rendered: dict[str, Any] = templates.render_facts(message.spec, self.facts)
+        except templates.TemplateProblem as exc:
+            raise StepError(f"{message.resource}: spec: {exc}", retryable=False) from None
+        return rendered
+
     def _check(self, message: StepMessage) -> None:
         assert message.reply_to is not None
         ctx = StepProgress(self.reporter, message, self.progress_interval_s, None, self.allowed_paths)
@@ -195,7 +212,7 @@ class StepRunner:
         try:
             if wrong is not None:
                 raise StepError(wrong, retryable=False)
-            result.change = execute(self.registry, message.kind, message.spec, "check", ctx).change
+            result.change = execute(self.registry, message.kind, self._spec(message), "check", ctx).change
         except StepError as exc:
             result.error = str(exc)
         except Exception as exc:

@@ -6,6 +6,7 @@ what an event does to them, and saves what changed; the rules are tested alone i
 
 from __future__ import annotations
 
+import json
 import random
 from enum import Enum
 from typing import Any
@@ -205,3 +206,37 @@ def skip_reasons(waiting: dict[str, list[str]], found: dict[str, tuple[str, str]
         why = StepState.SKIPPED if missed[0] in waiting else state
         reasons[step_id] = f"skipped: {resource} {_WHY.get(StepState(why), 'did not finish')}"
     return reasons
+
+
+def on_change_verdict(triggers: list[str], found: dict[str, tuple[str, bool | None]]) -> str | None:
+    """Whether a step with `on_change` runs, decided by the engine once its triggers have finished.
+
+    `triggers` are the ids of the steps it follows; `found` maps step ids to (resource, changed). None: it
+    runs, since one of them reported `changed: true`. Otherwise the message the step is skipped with.
+    """
+    if any(found.get(step_id, ("", None))[1] for step_id in triggers):
+        return None
+    refs = list(dict.fromkeys(found[t][0].partition("@")[0] for t in triggers if t in found))
+    if not refs:
+        return "skipped: what it follows (on_change) made no step in this workflow"
+    return f"skipped: none of {', '.join(refs)} changed"
+
+
+def kept_on_retry(rows: dict[str, Row]) -> set[str]:
+    """The steps a retry leaves as they are: those that succeeded, and those skipped by `on_change` whose
+    dependencies are all kept (the triggers will not run again, so they cannot change now).
+
+    A step with `on_change` that was skipped while all it depends on is kept was skipped for that reason:
+    a step skipped because a dependency failed has a dependency that runs again.
+    """
+    kept = {step_id for step_id, row in rows.items() if row["state"] == StepState.SUCCEEDED}
+    grew = True
+    while grew:
+        grew = False
+        for step_id, row in rows.items():
+            if step_id in kept or row["state"] != StepState.SKIPPED or row.get("on_change") is None:
+                continue
+            if all(dep in kept for dep in json.loads(row["depends_on"])):
+                kept.add(step_id)
+                grew = True
+    return kept

@@ -134,6 +134,8 @@ class CheckResult(BaseModel):
     agent: str
     change: Change | None = None
     error: str | None = None
+    # Set by the engine for a resource with `on_change`: whether it would run, and because of what.
+    note: str | None = None
 
 
 class StepView(BaseModel):

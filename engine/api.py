@@ -14,7 +14,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from common.errors import NotFound
+from common.errors import BadInput, NotFound
 from common.models import AgentView, HistoryCount, StepLog, WorkflowState, WorkflowView
 from engine import admission, answers, deadletters, metrics, policy, scheduler, vault
 from engine.answers import UnicodeText
@@ -24,14 +24,34 @@ from engine.fleet import forget, list_agents
 from engine.health import StoreWatch
 from engine.health import report as health_report
 from engine.tls import TlsFiles
+from workflows.sources import DesiredInput, SourceFile
 
 # An age in days, as `prune` takes it: none is the engine's retention.
 Days = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
 
 
-class Submission(BaseModel):
+class SubmittedFile(BaseModel):
+    filename: UnicodeText
     source: UnicodeText
+
+
+class Submission(BaseModel):
+    """One document (`source`, `filename`), or several (`files`: a folder's), `limit` (kind/name), and
+    `vars` over the files' own."""
+
+    source: UnicodeText | None = None
     filename: UnicodeText = "<api>"
+    files: list[SubmittedFile] = []
+    limit: list[UnicodeText] = []
+    vars: dict[UnicodeText, Any] = {}
+
+    def desired(self) -> DesiredInput:
+        files = [SourceFile(filename=f.filename, source=f.source) for f in self.files]
+        if self.source is not None:
+            files.insert(0, SourceFile(filename=self.filename, source=self.source))
+        if not files:
+            raise BadInput("the body holds no desired state: send `source` (and `filename`) or `files`")
+        return DesiredInput(files=files, limit=list(self.limit), vars=dict(self.vars))
 
 
 class DeadLetterIds(BaseModel):
@@ -54,7 +74,7 @@ def create_api(engine: Engine) -> FastAPI:
 
     @api.post("/v1/plan")
     def plan(body: Submission) -> dict[str, Any]:
-        results = engine.plan(body.source, body.filename)
+        results = engine.plan(body.desired())
         return {"changes": [r.model_dump(mode="json") for r in results]}
 
     @api.get("/v1/agents")
@@ -74,7 +94,7 @@ def _workflow_routes(api: FastAPI, engine: Engine) -> None:
 
     @api.post("/v1/workflows", status_code=201)
     def submit(body: Submission) -> dict[str, Any]:
-        submitted = engine.apply(body.source, body.filename)
+        submitted = engine.apply(body.desired())
         return {
             "workflow": submitted.workflow.model_dump(mode="json"),
             "created": submitted.created,

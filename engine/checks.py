@@ -9,7 +9,7 @@ import redis
 
 from common import names
 from common.errors import Unreachable
-from common.models import CheckResult, StepMessage
+from common.models import Change, CheckResult, StepMessage
 from engine.dispatcher import Dispatcher
 from workflows.plan import WorkflowPlan
 
@@ -48,4 +48,34 @@ def observe(
             f"no agent answered for {len(missing)} resource(s) within {timeout_s:g}s; roles without a "
             f"running agent: {', '.join(silent)}. Start one with `converge-agent run --role ROLE`."
         )
-    return [answers[m.step_id] for m in messages] + unplaced
+    return follow_triggers(plan, [answers[m.step_id] for m in messages]) + unplaced
+
+
+def follow_triggers(plan: WorkflowPlan, results: list[CheckResult]) -> list[CheckResult]:
+    """The checks of a plan's steps (in step order), with what `on_change` makes of them.
+
+    A step with `on_change` runs only when one of the steps it follows changes something: when one of
+    their checks would change something, it would run (its own check says how), else it would be skipped,
+    as `apply` would skip it, and nothing of it would change.
+    """
+    by_id = {r.step_id: r for r in results}
+    shown: list[CheckResult] = []
+    for step, result in zip(plan.steps, results, strict=True):
+        if step.on_change is None or result.error:
+            shown.append(result)
+            continue
+        triggers = [by_id[t] for t in step.on_change if t in by_id]
+        refs = ", ".join(dict.fromkeys(t.resource.partition("@")[0] for t in triggers)) or "nothing"
+        changing = [t.resource for t in triggers if t.change is not None and t.change.action != "none"]
+        unknown = [t.resource for t in triggers if t.error]
+        if changing:
+            note = f"would run: {', '.join(changing)} would change"
+            shown.append(result.model_copy(update={"note": note}))
+        elif unknown:
+            note = f"would run only if {', '.join(unknown)} changes, which could not be checked"
+            shown.append(result.model_copy(update={"note": note}))
+        else:
+            note = f"would be skipped: none of {refs} would change"
+            change = Change(action="none")
+            shown.append(result.model_copy(update={"note": note, "change": change}))
+    return shown

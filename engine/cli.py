@@ -23,7 +23,7 @@ from engine import deadletters, recap, render
 from engine.client import EngineClient
 from engine.deadletters import DeadLetter
 from workflows.registry import default_registry
-from workflows.spec import load_file
+from workflows.sources import DesiredInput, load_input, parse_vars, read_path, read_vars_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 WORKFLOW_STATES = [s.value for s in WorkflowState]
@@ -64,10 +64,40 @@ def opened_store(url: str) -> Iterator[SqlStore]:
         store.close()
 
 
-def read_desired(path: str) -> str:
-    """Validate a desired-state file here, before anything is sent; return its text."""
-    load_file(path, default_registry())
-    return Path(path).read_text(encoding="utf-8")
+def read_desired(
+    path: str, limit: tuple[str, ...] = (), var: tuple[str, ...] = (), vars_file: str | None = None
+) -> DesiredInput:
+    """Read a desired-state file, or a folder of them, and check it here, before anything is sent."""
+    variables = {**read_vars_file(vars_file), **parse_vars(var)} if vars_file else parse_vars(var)
+    given = DesiredInput(files=read_path(path), limit=list(limit), vars=variables)
+    load_input(given, default_registry())
+    return given
+
+
+def vars_options(func: F) -> F:
+    func = click.option(
+        "--vars-file",
+        "vars_file",
+        metavar="FILE",
+        help="A YAML mapping of variables, over the file's vars: (--var wins over it).",
+    )(func)
+    return click.option(
+        "--var",
+        "var",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="A variable for templates (vars.NAME), over --vars-file and the file's vars:; repeatable.",
+    )(func)
+
+
+def limit_option(func: F) -> F:
+    return click.option(
+        "--limit",
+        "limit",
+        multiple=True,
+        metavar="KIND/NAME",
+        help="Only this resource and what it runs after (depends_on, on_change), transitively; repeatable.",
+    )(func)
 
 
 # `plan --detailed-exitcode`, as Terraform's: 0 when nothing would change, 4 when something would.
@@ -226,14 +256,25 @@ def tokens_revoke(name: str, store_url: str | None) -> None:
 @click.argument("file")
 @click.option("--wait", is_flag=True, help="Wait until the workflow finishes; exit 0 only if it succeeded.")
 @timeout_option
+@limit_option
+@vars_options
 @json_option
 @url_option
 @handle_errors
-def apply(file: str, wait: bool, timeout_s: float | None, as_json: bool, url: str | None) -> None:
-    """Converge the estate to the desired state in FILE."""
-    source = read_desired(file)
+def apply(
+    file: str,
+    wait: bool,
+    timeout_s: float | None,
+    limit: tuple[str, ...],
+    var: tuple[str, ...],
+    vars_file: str | None,
+    as_json: bool,
+    url: str | None,
+) -> None:
+    """Converge the estate to the desired state in FILE (a file, or a folder of *.yaml and *.yml files)."""
+    given = read_desired(file, limit, var, vars_file)
     client = client_for(url)
-    submitted = client.apply(source, file)
+    submitted = client.apply(given)
     view = submitted.workflow
     if not submitted.created and not as_json:
         render.errors.print(f"the same desired state is already being applied by workflow {view.id}")
@@ -279,13 +320,23 @@ def finish(
     is_flag=True,
     help=f"Exit {NO_CHANGES} when nothing would change and {CHANGES_PENDING} when something would (for CI).",
 )
+@limit_option
+@vars_options
 @json_option
 @url_option
 @handle_errors
-def plan(file: str, detailed_exitcode: bool, as_json: bool, url: str | None) -> None:
-    """Show what applying FILE would change, as observed by the agents, changing nothing."""
-    source = read_desired(file)
-    results = client_for(url).plan(source, file)
+def plan(
+    file: str,
+    detailed_exitcode: bool,
+    limit: tuple[str, ...],
+    var: tuple[str, ...],
+    vars_file: str | None,
+    as_json: bool,
+    url: str | None,
+) -> None:
+    """Show what applying FILE (or a folder's files) would change, as the agents see it; changes nothing."""
+    given = read_desired(file, limit, var, vars_file)
+    results = client_for(url).plan(given)
     if as_json:
         changes = []
         for r in results:
@@ -294,6 +345,8 @@ def plan(file: str, detailed_exitcode: bool, as_json: bool, url: str | None) -> 
                 change.update(action=r.change.action, diff=r.change.diff)
             if r.error is not None:
                 change.update(action=None, diff=None, error=r.error)
+            if r.note is not None:
+                change.update(note=r.note)
             changes.append(change)
         render.emit_json({"changes": changes})
     else:

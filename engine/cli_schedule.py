@@ -4,6 +4,7 @@ the last check of each found (engine.scheduler, through the API)."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from common import durations
+from common.errors import BadInput
 from engine import render
 from engine.cli import client_for, handle_errors, json_option, read_desired, url_option
 
@@ -38,7 +40,10 @@ def schedule_set(file: str, every: str, mode: str, as_json: bool, url: str | Non
     """Check the desired state in FILE every DURATION, named by its metadata.name (a schedule of the same
     name is replaced). The first check runs at once."""
     durations.parse(every, what="--every")  # bad input before anything is sent
-    made, replaced = client_for(url).set_schedule(read_desired(file), file, every, mode)
+    given = read_desired(file)
+    if len(given.files) != 1 or Path(file).is_dir():
+        raise BadInput(f"{file} is a folder: `converge schedule set` takes one desired-state file")
+    made, replaced = client_for(url).set_schedule(given.files[0].source, file, every, mode)
     if as_json:
         render.emit_json({"schedule": made, "replaced": replaced})
         return

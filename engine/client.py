@@ -24,6 +24,7 @@ from common.models import AgentView, CheckResult, HistoryCount, StepLog, Workflo
 from common.settings import redact
 from engine.deadletters import DeadLetter
 from engine.tls import fingerprint, same_fingerprint
+from workflows.sources import DesiredInput, as_input
 
 T = TypeVar("T")
 
@@ -96,9 +97,9 @@ class EngineClient:
         submitted = self.apply(source, filename)
         return submitted.workflow, submitted.created
 
-    def apply(self, source: str, filename: str) -> Submitted:
+    def apply(self, source: str | DesiredInput, filename: str = "<api>") -> Submitted:
         """Submit a desired state: the workflow, whether it is new, and the engine's warnings."""
-        body = self._call("POST", "/v1/workflows", json={"source": source, "filename": filename})
+        body = self._call("POST", "/v1/workflows", json=_body(as_input(source, filename)))
         return self._understood(
             lambda: Submitted(
                 WorkflowView.model_validate(body["workflow"]),
@@ -107,8 +108,8 @@ class EngineClient:
             )
         )
 
-    def plan(self, source: str, filename: str) -> list[CheckResult]:
-        body = self._call("POST", "/v1/plan", json={"source": source, "filename": filename})
+    def plan(self, source: str | DesiredInput, filename: str = "<api>") -> list[CheckResult]:
+        body = self._call("POST", "/v1/plan", json=_body(as_input(source, filename)))
         return self._understood(lambda: [CheckResult.model_validate(c) for c in body["changes"]])
 
     def workflow(self, workflow_id: str) -> WorkflowView:
@@ -209,6 +210,21 @@ class EngineClient:
         """Delete dead letters for good (every one when `ids` is empty)."""
         body = self._call("POST", "/v1/dead-letters/purge", json={"ids": ids})
         return self._understood(lambda: int(body["purged"]))
+
+
+def _body(given: DesiredInput) -> dict[str, Any]:
+    """The request body of a desired state: one file as `source` and `filename` (which every engine
+    takes), several as `files`; `limit` only when given."""
+    body: dict[str, Any]
+    if len(given.files) == 1:
+        body = {"source": given.files[0].source, "filename": given.files[0].filename}
+    else:
+        body = {"files": [f.model_dump() for f in given.files]}
+    if given.limit:
+        body["limit"] = given.limit
+    if given.vars:
+        body["vars"] = given.vars
+    return body
 
 
 def _segment(value: str) -> str:

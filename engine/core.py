@@ -30,7 +30,7 @@ from engine.eventkeys import EventKeys
 from engine.fanout import agents_by_role
 from workflows.plan import each_roles, plan
 from workflows.registry import Registry
-from workflows.spec import load_text
+from workflows.sources import DesiredInput, as_input, load_input, stored_source
 
 log = logging.getLogger("converge.engine")
 DAY_S = 86400.0
@@ -67,19 +67,20 @@ class Engine:
         submitted = self.apply(source, filename)
         return submitted.workflow, submitted.created
 
-    def apply(self, source: str, filename: str) -> Submitted:
+    def apply(self, source: str | DesiredInput, filename: str = "<api>") -> Submitted:
         """Validate, plan, persist and dispatch: the workflow, whether it is new, and warnings.
 
         A desired state identical to one whose workflow is still running returns that workflow (the store
         decides that atomically). With Redis down nothing is stored: Unreachable. A role (or scoped agent)
         with no live agent is a warning: its steps wait in their queue until one starts.
         """
-        desired = load_text(source, filename, self.registry)
+        given = as_input(source, filename)
+        desired = load_input(given, self.registry)
         self._check_redis()
         workflow_plan = plan(desired, new_workflow_id(), agents_by_role(self.client, each_roles(desired)))
         for warning in workflow_plan.warnings:
             log.warning("%s", warning)
-        created = self.store.create_workflow(workflow_plan, source)
+        created = self.store.create_workflow(workflow_plan, stored_source(given))
         if created.created:
             self._publish(created.ready, f"workflow {created.workflow_id} was stored")
         warnings = workflow_plan.warnings + self._unserved((s.role, s.scope) for s in workflow_plan.steps)
@@ -141,8 +142,8 @@ class Engine:
             for s in view.steps or []
         ]
 
-    def plan(self, source: str, filename: str) -> list[CheckResult]:
-        desired = load_text(source, filename, self.registry)
+    def plan(self, source: str | DesiredInput, filename: str = "<api>") -> list[CheckResult]:
+        desired = load_input(as_input(source, filename), self.registry)
         agents = agents_by_role(self.client, each_roles(desired))
         workflow_plan = plan(desired, "plan-" + new_workflow_id(), agents)
         return observe(workflow_plan, self.client, self.dispatcher, self.settings.plan_timeout_s)

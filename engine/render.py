@@ -282,7 +282,10 @@ def plan_report(results: Sequence[CheckResult]) -> None:
     for r in results:
         if r.error:
             errors.print(f"[red]{r.resource}[/]: {r.error}")
-        elif r.change and r.change.action != "none" and r.change.diff:
+            continue
+        if r.note:
+            console.print(f"[bold]{r.resource}[/]: {r.note}", highlight=False)
+        if r.change and r.change.action != "none" and r.change.diff:
             console.print(f"[bold]{r.resource}[/] ({_action(r)})")
             console.print(r.change.diff, markup=False, highlight=False)
     console.print(plan_summary(results), highlight=False)

@@ -34,6 +34,9 @@ class StepPlan(BaseModel):
     spec: dict[str, Any]
     depends_on: list[str] = Field(default_factory=list)
     dependents: list[str] = Field(default_factory=list)
+    # The steps whose `changed: true` makes this one run (its resource's `on_change`), all in depends_on;
+    # None when it has no `on_change` (an empty list: its triggers made no step, so it is skipped).
+    on_change: list[str] | None = None
     timeout_s: float | None = None
     # The resource's retry policy (workflows.spec.RetryPolicy, where its defaults are).
     retry_attempts: int
@@ -99,12 +102,17 @@ def plan(desired: DesiredState, workflow_id: str, agents: Agents | None = None) 
     steps: list[StepPlan] = []
     for index, res in enumerate(desired.resources):
         for target, step_id in ids[index].items():
-            depends_on = [
-                dep_id
-                for ref in res.depends_on
-                for dep_id in _dependency(res, target, desired.resources[by_ref[ref]], ids[by_ref[ref]])
-            ]
-            steps.append(_step(res, target, step_id, len(steps), depends_on, res.retry or default))
+
+            def after(refs: list[str], res: Resource = res, target: str | None = target) -> list[str]:
+                return [
+                    dep_id
+                    for ref in refs
+                    for dep_id in _dependency(res, target, desired.resources[by_ref[ref]], ids[by_ref[ref]])
+                ]
+
+            step = _step(res, target, step_id, len(steps), after(res.after), res.retry or default)
+            step.on_change = after(res.on_change) if res.on_change else None
+            steps.append(step)
     by_id = {step.id: step for step in steps}
     for step in steps:
         for dep in step.depends_on:
@@ -136,6 +144,7 @@ def _step(
         spec=res.spec,
         dependents=[],
         depends_on=depends_on,
+        on_change=None,
         timeout_s=res.timeout_s,
         retry_attempts=retry.attempts,
         retry_backoff_s=retry.backoff_s,

@@ -8,8 +8,9 @@ raises one `SpecError` holding them all.
 
 from __future__ import annotations
 
+import bisect
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import BadInput
 from common.names import valid_name
-from workflows import yamldoc
+from workflows import templates, yamldoc
 from workflows.context import LISTED_CREDENTIALS
 from workflows.limits import LIMITS, Limits, TooLarge, too_deep, too_many_bytes, too_many_resources
 from workflows.registry import Registry
@@ -60,6 +61,8 @@ class Resource(_Strict):
     role: str | None = None
     scope: str | None = None
     depends_on: list[str] = Field(default_factory=list)
+    # Runs only when one of these (`kind/name`) reported `changed: true` in the workflow; runs after them.
+    on_change: list[str] = Field(default_factory=list)
     timeout_s: float | None = Field(default=None, gt=0)
     retry: RetryPolicy | None = None
     credentials: list[str] = Field(default_factory=list)
@@ -69,6 +72,11 @@ class Resource(_Strict):
     def ref(self) -> str:
         """The `kind/name` other resources use in `depends_on`."""
         return f"{self.kind}/{self.name}"
+
+    @property
+    def after(self) -> list[str]:
+        """What it runs after: its `depends_on`, then the `on_change` triggers not among them."""
+        return [*self.depends_on, *(ref for ref in self.on_change if ref not in self.depends_on)]
 
 
 class Metadata(_Strict):
@@ -85,6 +93,8 @@ class DesiredState(_Strict):
     metadata: Metadata
     # The retry policy of every resource that does not set its own.
     retry: RetryPolicy | None = None
+    # What templates see as `vars` (workflows.templates), under what --vars-file and --var give.
+    vars: dict[str, Any] = Field(default_factory=dict)
     resources: list[Resource]
 
 
@@ -124,14 +134,164 @@ def load_file(path: str | Path, registry: Registry, limits: Limits = LIMITS) -> 
     return load_text(data, str(path), registry, limits)
 
 
-def load_text(data: bytes | str, filename: str, registry: Registry, limits: Limits = LIMITS) -> DesiredState:
+def load_text(
+    data: bytes | str,
+    filename: str,
+    registry: Registry,
+    limits: Limits = LIMITS,
+    overrides: Mapping[str, Any] | None = None,
+) -> DesiredState:
     """Parse and check a desired-state document; `filename` is only used in the problems reported.
 
-    A document past one of `limits` (workflows.limits) is refused as soon as that is known.
+    A document past one of `limits` (workflows.limits) is refused as soon as that is known. `overrides`
+    are variables over the file's `vars:` (--vars-file, then --var).
     """
     if len(data) > limits.max_bytes:  # a character is at least one byte: too big before it is encoded
         raise SpecError([Problem(file=filename, message=too_many_bytes(limits.max_bytes))])
-    return _load(_decode(data, filename, limits), filename, registry, limits)
+    return _load(_decode(data, filename, limits), filename, registry, limits, overrides or {})
+
+
+def load_texts(
+    files: Sequence[tuple[str, bytes | str]],
+    registry: Registry,
+    limits: Limits = LIMITS,
+    overrides: Mapping[str, Any] | None = None,
+) -> DesiredState:
+    """Parse and check several documents (a folder's files) as one desired state.
+
+    Each file is a whole document (apiVersion, kind, metadata, resources) naming the same estate; its
+    `retry` is the default of its own resources. References, duplicates, cycles and conflicts are checked
+    over all files together; every problem names the file and the line where it is.
+    """
+    if len(files) == 1:
+        return load_text(files[0][1], files[0][0], registry, limits, overrides)
+    if sum(len(data) for _, data in files) > limits.max_bytes:
+        where = ", ".join(name for name, _ in files[:3]) + (", ..." if len(files) > 3 else "")
+        raise SpecError([Problem(file=where, message=too_many_bytes(limits.max_bytes))])
+    problems: list[Problem] = []
+    parts: list[_Part] = []
+    items: list[Any] = []
+    headers: list[tuple[str, DesiredState]] = []
+    for filename, data in files:
+        try:
+            document = _parse(_decode(data, filename, limits), filename, limits)
+        except SpecError as exc:
+            problems += exc.problems
+            continue
+        out = _Problems(filename, document.lines)
+        header, own = _check_part(document, out, limits)
+        problems += out.sorted()
+        if header is not None:
+            headers.append((filename, header))
+        parts.append(_Part(filename, document.lines, len(items)))
+        items += [_with_retry(item, header) for item in own]
+    if len(items) > limits.max_resources:
+        problems.append(Problem(file=parts[0].filename, message=too_many_resources(limits.max_resources)))
+    resources: list[Resource] = []
+    if parts:
+        combined = _Problems(parts[0].filename, parts[0].lines, parts)
+        variables, clashes = _merged_vars(headers)
+        problems += clashes
+        items = _rendered(items, {**variables, **(overrides or {})}, combined)
+        resources = _check_resources(items, combined, registry)
+        problems += combined.sorted()
+    problems += _same_estate(headers)
+    if problems or not headers:
+        order = {name: number for number, (name, _) in enumerate(files)}
+        problems.sort(key=lambda problem: order.get(problem.file, -1))
+        raise SpecError(problems)
+    merged = {**_merged_vars(headers)[0], **(overrides or {})}
+    return headers[0][1].model_copy(update={"retry": None, "vars": merged, "resources": resources})
+
+
+def _merged_vars(headers: list[tuple[str, DesiredState]]) -> tuple[dict[str, Any], list[Problem]]:
+    """The `vars:` of all files; one variable given two values by two files is a problem."""
+    merged: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    problems: list[Problem] = []
+    for filename, header in headers:
+        for name, value in header.vars.items():
+            if name in merged and merged[name] != value:
+                message = f"{named(name)} is also set, to another value, by {owner[name]}: set it in one file"
+                problems.append(Problem(file=filename, field=f"vars.{name}", message=message))
+                continue
+            merged.setdefault(name, value)
+            owner.setdefault(name, filename)
+    return merged, problems
+
+
+def _check_part(
+    document: yamldoc.Document, out: _Problems, limits: Limits
+) -> tuple[DesiredState | None, list[Any]]:
+    """The header and the resource items of one file of several."""
+    for repeated in document.repeated:
+        message = (
+            f"key {named(repeated.key)} appears twice in one mapping (first at line {repeated.first_line}), "
+            "and YAML keeps only the last: remove one"
+        )
+        out.add_at(repeated.position, "", message)
+    for loc in document.binary:
+        out.add(loc, "is binary data (!!binary), which no field takes: write the value as text")
+    value = document.value
+    if not isinstance(value, dict):
+        got = "nothing" if value is None else _TYPE_WORDS.get(type(value), shown(value))
+        out.add((), f"the top level must be a mapping of apiVersion, kind, metadata and resources, got {got}")
+        return None, []
+    header = _check_header(value, out)
+    return header, _resource_items(value, out, limits) or []
+
+
+def _with_retry(item: Any, header: DesiredState | None) -> Any:
+    """A resource of a file with its file's `retry` as its own, when it sets none."""
+    if header is None or header.retry is None or not isinstance(item, dict) or "retry" in item:
+        return item
+    return {**item, "retry": header.retry.model_dump()}
+
+
+def _same_estate(headers: list[tuple[str, DesiredState]]) -> list[Problem]:
+    """The files of one desired state name one estate."""
+    if not headers:
+        return []
+    first_file, first = headers[0]
+    name = first.metadata.name
+    return [
+        Problem(
+            file=filename,
+            field="metadata.name",
+            message=f"is {named(header.metadata.name)}, but {first_file} names the estate {named(name)}: "
+            "give every file of the folder the same metadata.name",
+        )
+        for filename, header in headers[1:]
+        if header.metadata.name != name
+    ]
+
+
+def select(desired: DesiredState, targets: Sequence[str]) -> DesiredState:
+    """Only the resources `targets` name (`kind/name`) and what they run after, transitively (their
+    `depends_on` and `on_change`), as Terraform's -target; none named: all of them.
+
+    A target that names no resource is bad input, with the near matches.
+    """
+    if not targets:
+        return desired
+    by_ref = {res.ref: res for res in desired.resources}
+    unknown = [target for target in targets if target not in by_ref]
+    if unknown:
+        known = list(by_ref)
+        hints = []
+        for target in unknown:
+            close = difflib.get_close_matches(target, known, n=3)
+            hint = f"did you mean {', '.join(named(c) for c in close)}?" if close else "no resource is close"
+            hints.append(f"{named(target)} names no resource of the desired state ({hint})")
+        raise BadInput("--limit: " + "; ".join(hints) + ": name resources as kind/name")
+    wanted: set[str] = set()
+    pending = list(targets)
+    while pending:
+        ref = pending.pop()
+        if ref not in wanted:
+            wanted.add(ref)
+            pending += by_ref[ref].after
+    return desired.model_copy(update={"resources": [r for r in desired.resources if r.ref in wanted]})
 
 
 def _dotted(loc: Loc) -> str:
@@ -145,7 +305,9 @@ def _dotted(loc: Loc) -> str:
 # Reading and parsing.
 
 
-def _load(text: str, filename: str, registry: Registry, limits: Limits) -> DesiredState:
+def _load(
+    text: str, filename: str, registry: Registry, limits: Limits, overrides: Mapping[str, Any]
+) -> DesiredState:
     document = _parse(text, filename, limits)
     out = _Problems(filename, document.lines)
     for repeated in document.repeated:
@@ -156,7 +318,7 @@ def _load(text: str, filename: str, registry: Registry, limits: Limits) -> Desir
         out.add_at(repeated.position, "", message)
     for loc in document.binary:
         out.add(loc, "is binary data (!!binary), which no field takes: write the value as text")
-    state = _check_document(document.value, out, registry, limits)
+    state = _check_document(document.value, out, registry, limits, overrides)
     if out.found or state is None:
         raise SpecError(out.sorted())
     return state
@@ -227,25 +389,57 @@ class _At(NamedTuple):
     position: Position | None
 
 
-class _Problems:
-    """Collects problems; fills in the file name, and the line of each field once all are known."""
+class _Part(NamedTuple):
+    """One file of a desired state read from several: its name, its lines, and its first resource's index."""
 
-    def __init__(self, filename: str, lines: yamldoc.Lines) -> None:
-        self.filename = filename
-        self.lines = lines
-        self._found: list[tuple[Loc | _At, str, str]] = []  # where, field, message
+    filename: str
+    lines: yamldoc.Lines
+    start: int
+
+
+class _Problems:
+    """Collects problems; fills in the file name, and the line of each field once all are known.
+
+    Over several files (`parts`), a key path `resources[N]...` names the N-th resource of them all: it is
+    reported in the file that holds it, under its index there.
+    """
+
+    def __init__(self, filename: str, lines: yamldoc.Lines, parts: list[_Part] | None = None) -> None:
+        self.parts = parts or [_Part(filename, lines, 0)]
+        self.filename = self.parts[0].filename
+        self._starts = [part.start for part in self.parts]
+        self._found: list[tuple[int, Loc | _At, str, str]] = []  # part, where, field, message
 
     @property
     def found(self) -> bool:
         return bool(self._found)
 
+    @property
+    def where_refs(self) -> str:
+        """Where a reference must name a resource, in the words of a problem."""
+        return "this file" if len(self.parts) == 1 else "these files"
+
+    def local(self, loc: Loc) -> tuple[int, Loc]:
+        """The part holding `loc`, and `loc` within that part's file."""
+        if len(self.parts) == 1 or len(loc) < 2 or loc[0] != "resources" or not isinstance(loc[1], int):
+            return 0, loc
+        part = bisect.bisect_right(self._starts, loc[1]) - 1
+        return part, ("resources", loc[1] - self.parts[part].start, *loc[2:])
+
+    def place(self, index: int) -> tuple[str, str]:
+        """Where the resource of this index is, `file:line`, and its field, `resources[N]` in that file."""
+        part, loc = self.local(("resources", index))
+        return f"{self.parts[part].filename}:{self.parts[part].lines.line(loc)}", _dotted(loc)
+
     def add(self, loc: Loc, message: str, at: Loc | None = None) -> None:
         """Add a problem with field `loc`, at the line of `loc` (or of `at` when given)."""
-        self._found.append((loc if at is None else at, _dotted(loc), message))
+        part, local = self.local(loc)
+        where = local if at is None else self.local(at)[1]
+        self._found.append((part, where, _dotted(local), message))
 
     def add_at(self, position: Position | None, field: str, message: str) -> None:
-        """Add a problem at a 0-based (line, column) of the file."""
-        self._found.append((_At(position), field, message))
+        """Add a problem at a 0-based (line, column) of the (first) file."""
+        self._found.append((0, _At(position), field, message))
 
     def add_validation(self, prefix: Loc, error: ValidationError, model: type[BaseModel]) -> None:
         """Add each error pydantic found, its location taken relative to `prefix`."""
@@ -254,18 +448,23 @@ class _Problems:
             self.add(loc, _validation_message(detail, loc, model, len(detail["loc"]) == 1))
 
     def sorted(self) -> list[Problem]:
-        """The problems in the order of their place in the file."""
-        self.lines.load(where for where, _, _ in self._found if not isinstance(where, _At))
-        placed = [
-            (where.position if isinstance(where, _At) else self.lines.position(where), field, message)
-            for where, field, message in self._found
-        ]
-        placed.sort(key=lambda problem: problem[0] or (-1, -1))
+        """The problems in the order of their place in the files."""
+        placed: list[tuple[int, Position | None, str, str]] = []
+        for number, part in enumerate(self.parts):
+            mine = [(where, field, message) for at, where, field, message in self._found if at == number]
+            part.lines.load(where for where, _, _ in mine if not isinstance(where, _At))
+            for where, field, text in mine:
+                position = where.position if isinstance(where, _At) else part.lines.position(where)
+                placed.append((number, position, field, text))
+        placed.sort(key=lambda problem: (problem[0], problem[1] or (-1, -1)))
         return [
             Problem(
-                file=self.filename, line=None if at is None else at.line + 1, field=field, message=message
+                file=self.parts[number].filename,
+                line=None if at is None else at.line + 1,
+                field=field,
+                message=message,
             )
-            for at, field, message in placed
+            for number, at, field, message in placed
         ]
 
 
@@ -297,17 +496,34 @@ def _suggest(word: str, known: list[str], otherwise: str, label: str = "allowed"
 # Checking the document.
 
 
-def _check_document(document: Any, out: _Problems, registry: Registry, limits: Limits) -> DesiredState | None:
+def _check_document(
+    document: Any, out: _Problems, registry: Registry, limits: Limits, overrides: Mapping[str, Any]
+) -> DesiredState | None:
     if not isinstance(document, dict):
         got = "nothing" if document is None else _TYPE_WORDS.get(type(document), shown(document))
         out.add((), f"the top level must be a mapping of apiVersion, kind, metadata and resources, got {got}")
         return None
     header = _check_header(document, out)
     items = _resource_items(document, out, limits)
+    variables = {**(header.vars if header is not None else {}), **overrides}
+    items = None if items is None else _rendered(items, variables, out)
     resources = None if items is None else _check_resources(items, out, registry)
     if header is None or resources is None:
         return None
     return header.model_copy(update={"resources": resources})
+
+
+def _rendered(items: list[Any], variables: Mapping[str, Any], out: _Problems) -> list[Any]:
+    """The resource items with the templates of their `spec` rendered with `vars` (workflows.templates)."""
+    return [
+        {
+            **item,
+            "spec": templates.render_vars(item["spec"], variables, ("resources", index, "spec"), out.add),
+        }
+        if isinstance(item, dict) and isinstance(item.get("spec"), dict)
+        else item
+        for index, item in enumerate(items)
+    ]
 
 
 def _check_header(document: dict[Any, Any], out: _Problems) -> DesiredState | None:
@@ -336,7 +552,7 @@ def _resource_items(document: dict[Any, Any], out: _Problems, limits: Limits) ->
 
 def _check_resources(items: list[Any], out: _Problems, registry: Registry) -> list[Resource]:
     refs = _index_refs(items, out)
-    graph: dict[str, list[tuple[int, str]]] = {}
+    graph: dict[str, list[tuple[Loc, str]]] = {}
     resources: list[Resource] = []
     owners: list[tuple[int, Resource]] = []
     for index, item in enumerate(items):
@@ -347,7 +563,9 @@ def _check_resources(items: list[Any], out: _Problems, registry: Registry) -> li
         resource = _check_resource(loc, item, out, registry)
         if resource is not None:
             owners.append((index, resource))
-        edges = _check_depends_on(loc, item, refs, out)
+        edges = _check_refs(loc, "depends_on", item, refs, out) + _check_refs(
+            loc, "on_change", item, refs, out
+        )
         ref = _ref_of(item)
         if ref is not None and refs[ref] == index:
             graph[ref] = edges
@@ -386,11 +604,11 @@ def _check_conflicts(owners: list[tuple[int, Resource]], out: _Problems, registr
             continue
         for other_index, other in seen.get(identity, []):
             if other.role == resource.role and _scopes_overlap(other.scope, resource.scope):
-                where = f"{out.filename}:{out.lines.line(('resources', other_index))}"
+                where, field = out.place(other_index)
                 thing = identity.replace(":", " ", 1)
                 out.add(
                     ("resources", index),
-                    f"conflict: {resource.ref} and {other.ref} ({where}, resources[{other_index}]) both "
+                    f"conflict: {resource.ref} and {other.ref} ({where}, {field}) both "
                     f"manage {thing} on role {resource.role}: keep one, or give them different roles or "
                     "agents (scope)",
                 )
@@ -460,23 +678,26 @@ def _index_refs(items: list[Any], out: _Problems) -> dict[str, int]:
             continue
         first = refs.setdefault(ref, index)
         if first != index:
-            first_line = out.lines.line(("resources", first))
+            where, field = out.place(first)
+            if len(out.parts) == 1:
+                where = f"line {where.rpartition(':')[2]}"
             out.add(
                 ("resources", index),
-                f"duplicate resource {ref}: already defined at line {first_line} (resources[{first}]); "
+                f"duplicate resource {ref}: already defined at {where} ({field}); "
                 "give each resource of a kind a unique name",
             )
     return refs
 
 
-def _check_depends_on(
-    loc: Loc, item: dict[Any, Any], refs: dict[str, int], out: _Problems
-) -> list[tuple[int, str]]:
-    """Report bad `depends_on` entries; return the good ones as (position, ref) edges, each ref once."""
-    entries = item.get("depends_on")
+def _check_refs(
+    loc: Loc, key: str, item: dict[Any, Any], refs: dict[str, int], out: _Problems
+) -> list[tuple[Loc, str]]:
+    """Report bad `depends_on` (or `on_change`) entries; return the good ones as (key path, ref) edges,
+    each ref once."""
+    entries = item.get(key)
     if not isinstance(entries, list):
         return []
-    edges: list[tuple[int, str]] = []
+    edges: list[tuple[Loc, str]] = []
     seen: set[str] = set()
     for position, entry in enumerate(entries):
         if not isinstance(entry, str) or entry in seen:
@@ -485,23 +706,25 @@ def _check_depends_on(
         kind, slash, name = entry.partition("/")
         if not (kind and slash and name):
             message = f"{named(entry)} is not a resource reference: write it as kind/name, e.g. file/index"
-            out.add((*loc, "depends_on", position), message)
+            out.add((*loc, key, position), message)
         elif entry not in refs:
-            message = f"{named(entry)} does not exist in this file: define it, or fix the kind/name"
-            out.add((*loc, "depends_on", position), message)
+            message = f"{named(entry)} does not exist in {out.where_refs}: define it, or fix the kind/name"
+            out.add((*loc, key, position), message)
+        elif key == "on_change" and entry == _ref_of(item):
+            out.add((*loc, key, position), f"{named(entry)} is this resource: name another one")
         else:
-            edges.append((position, entry))
+            edges.append(((key, position), entry))
     return edges
 
 
-def _check_cycles(graph: dict[str, list[tuple[int, str]]], refs: dict[str, int], out: _Problems) -> None:
-    """Report each dependency cycle once, at the `depends_on` entry that closes it."""
+def _check_cycles(graph: dict[str, list[tuple[Loc, str]]], refs: dict[str, int], out: _Problems) -> None:
+    """Report each dependency cycle once, at the `depends_on` (or `on_change`) entry that closes it."""
     for ref, position, cycle in _find_cycles(graph):
-        loc: Loc = ("resources", refs[ref], "depends_on", position)
+        loc: Loc = ("resources", refs[ref], *position)
         out.add(loc, f"dependency cycle {cycle}: remove one of these dependencies")
 
 
-def _find_cycles(graph: dict[str, list[tuple[int, str]]]) -> Iterator[tuple[str, int, str]]:
+def _find_cycles(graph: dict[str, list[tuple[Loc, str]]]) -> Iterator[tuple[str, Loc, str]]:
     """Iterative depth-first search: each back edge closes one cycle, yielded as (ref, position, text)."""
     done: set[str] = set()
     for start in graph:
@@ -509,7 +732,7 @@ def _find_cycles(graph: dict[str, list[tuple[int, str]]]) -> Iterator[tuple[str,
             continue
         path: list[str] = [start]
         on_path: dict[str, int] = {start: 0}
-        pending: list[Iterator[tuple[int, str]]] = [iter(graph[start])]
+        pending: list[Iterator[tuple[Loc, str]]] = [iter(graph[start])]
         while pending:
             step = next(pending[-1], None)
             if step is None:

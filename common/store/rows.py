@@ -27,7 +27,7 @@ Row = dict[str, Any]
 # The columns named otherwise than the plan's fields.
 _COLUMN_OF_PLAN = {"index": "idx"}
 # The columns that hold a list or a mapping, as JSON text.
-JSON_COLUMNS = frozenset({"spec", "depends_on", "dependents", "credentials"})
+JSON_COLUMNS = frozenset({"spec", "depends_on", "dependents", "on_change", "credentials"})
 # Built once, as `message_from_row` runs for every step published: the message fields the table stores, a
 # getter of their columns, and the fields among them decoded from JSON.
 _STORED = [(field, column) for field, column in STEP_SOURCES if column in steps.c]
@@ -42,7 +42,7 @@ def row_from_plan(step: StepPlan, workflow_id: str) -> Row:
     """The row of a planned step, as its workflow is stored: its first attempt, queued unless it waits."""
     row: Row = {_COLUMN_OF_PLAN.get(field, field): value for field, value in step}
     for column in JSON_COLUMNS.intersection(row):
-        row[column] = json.dumps(row[column])
+        row[column] = None if row[column] is None else json.dumps(row[column])
     row.update(
         workflow_id=workflow_id,
         waiting=len(step.depends_on),
@@ -50,6 +50,9 @@ def row_from_plan(step: StepPlan, workflow_id: str) -> Row:
         attempt=1,
         epoch=0,
         last_seq=0,
+        message=None,
+        finished_at=None,
+        changed=None,
     )
     return row
 

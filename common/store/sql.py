@@ -186,6 +186,7 @@ class SqlStore(CredentialRows, FinishedRows, PolicyRows, StatsRows, ScheduleRows
         digest of active workflows holds them together across processes too (the loser returns the winner).
         """
         rows = [row_from_plan(step, plan.id) for step in plan.steps]
+        _skip_untriggered(rows, time.time())
         try:
             with self._write, self.engine.begin() as conn:
                 existing = self._active(conn, plan.digest)
@@ -366,7 +367,7 @@ class SqlStore(CredentialRows, FinishedRows, PolicyRows, StatsRows, ScheduleRows
                     f"{workflow_id} once it has finished"
                 )
             rows = {r["id"]: dict(r) for r in self._steps_of(conn, workflow_id)}
-            done = {i for i, r in rows.items() if r["state"] == StepState.SUCCEEDED}
+            done = lifecycle.kept_on_retry(rows)
             again = [r for r in rows.values() if r["id"] not in done]
             for row in again:
                 row["waiting"] = sum(1 for dep in json.loads(row["depends_on"]) if dep not in done)
@@ -421,20 +422,56 @@ class SqlStore(CredentialRows, FinishedRows, PolicyRows, StatsRows, ScheduleRows
             conn.execute(_SAVE, [{f"b_{k}": r[k] for k in ["id", *_SAVED]} for r in rows])
 
     def _release(self, conn: Connection, dependents: list[str]) -> list[StepMessage]:
-        """Count down the dependents of succeeded steps; those with nothing left to wait on are queued."""
-        if not dependents:
-            return []
-        counts = Counter(dependents)
-        rows = self._load(conn, counts)
+        """Count down the dependents of finished steps; those with nothing left to wait on are queued, or
+        skipped by their `on_change`, which releases their own dependents in turn."""
         ready: list[dict[str, Any]] = []
-        for step_id, row in rows.items():
-            row["waiting"] = max(0, row["waiting"] - counts[step_id])
-            if row["waiting"] == 0 and row["state"] == StepState.PENDING:
+        while dependents:
+            counts = Counter(dependents)
+            rows = self._load(conn, counts)
+            free: list[dict[str, Any]] = []
+            for step_id, row in rows.items():
+                row["waiting"] = max(0, row["waiting"] - counts[step_id])
+                if row["waiting"] == 0 and row["state"] == StepState.PENDING:
+                    free.append(row)
+            run, skipped = self._gate(conn, free)
+            for row in run:
                 row["state"] = StepState.QUEUED
-                ready.append(row)
-        params = [{"b_id": r["id"], "b_waiting": r["waiting"], "b_state": r["state"]} for r in rows.values()]
-        conn.execute(_RELEASE, params)
+            params = [
+                {"b_id": r["id"], "b_waiting": r["waiting"], "b_state": r["state"]} for r in rows.values()
+            ]
+            conn.execute(_RELEASE, params)
+            self._save(conn, skipped)
+            ready += run
+            dependents = [dep for row in skipped for dep in json.loads(row["dependents"])]
         return [message_from_row(r) for r in ready]
+
+    def _gate(
+        self, conn: Connection, rows: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Split steps free to run into those that run and those their `on_change` skips, now marked so
+        (the decision is lifecycle.on_change_verdict's, on the triggers' recorded `changed`)."""
+        gated = [r for r in rows if r.get("on_change") is not None]
+        if not gated:
+            return rows, []
+        triggers = {r["id"]: json.loads(r["on_change"]) for r in gated}
+        found: dict[str, tuple[str, bool | None]] = {}
+        c = steps.c
+        for chunk in chunks(list({t for ids in triggers.values() for t in ids}), 500):
+            query = select(c.id, c.resource, c.changed).where(c.id.in_(chunk))
+            found.update({step_id: (resource, changed) for step_id, resource, changed in conn.execute(query)})
+        run: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+        now = time.time()
+        for row in rows:
+            reason = (
+                None if row["id"] not in triggers else lifecycle.on_change_verdict(triggers[row["id"]], found)
+            )
+            if reason is None:
+                run.append(row)
+                continue
+            row.update(state=StepState.SKIPPED, message=reason, finished_at=now, changed=False)
+            skipped.append(row)
+        return run, skipped
 
     def _settle(self, conn: Connection, current: dict[str, WorkflowState]) -> list[str]:
         """Derive the state of unfinished workflows from their steps; return those that just finished.
@@ -604,6 +641,25 @@ class SqlStore(CredentialRows, FinishedRows, PolicyRows, StatsRows, ScheduleRows
 
 
 _TOKEN_COLUMNS = [tokens.c.name, tokens.c.role, tokens.c.created_at, tokens.c.last_used_at]
+
+
+def _skip_untriggered(rows: list[dict[str, Any]], now: float) -> None:
+    """Skip, before they are stored, the steps whose `on_change` triggers made no step (an `each` resource
+    without a live agent): nothing they follow can change. Their dependents are freed in turn."""
+    by_id = {row["id"]: row for row in rows}
+    free = [row for row in rows if row["state"] == StepState.QUEUED and row.get("on_change") is not None]
+    while free:
+        row = free.pop()
+        found = {t: (by_id[t]["resource"], by_id[t]["changed"]) for t in json.loads(row["on_change"])}
+        row.update(state=StepState.SKIPPED, finished_at=now, changed=False)
+        row["message"] = lifecycle.on_change_verdict(list(found), found)
+        for dep in json.loads(row["dependents"]):
+            dependent = by_id[dep]
+            dependent["waiting"] -= 1
+            if dependent["waiting"] == 0:
+                dependent["state"] = StepState.QUEUED
+                if dependent.get("on_change") is not None:  # all it follows was skipped: nothing changed
+                    free.append(dependent)
 
 
 def _not_applied(result: RecordResult, verdict: Verdict, ev: StatusEvent) -> bool:

@@ -53,6 +53,8 @@ steps = Table(
     Column("spec", Text, nullable=False),
     Column("depends_on", Text, nullable=False),
     Column("dependents", Text, nullable=False),
+    # The steps whose change makes this one run (JSON, a resource's `on_change`); NULL in older stores: none.
+    Column("on_change", Text),
     Column("waiting", Integer, nullable=False, info=RUN),
     Column("state", String(16), nullable=False, info=RUN),
     Column("attempt", Integer, nullable=False, info=RUN),

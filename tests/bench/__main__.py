@@ -20,12 +20,24 @@ from types import ModuleType
 
 from rich.console import Console
 
-from tests.bench import cancel, display, failover, heartbeats, idle, latency, planning, resume, throughput
+from tests.bench import (
+    cancel,
+    display,
+    failover,
+    heartbeats,
+    idle,
+    latency,
+    planning,
+    resume,
+    templating,
+    throughput,
+)
 from tests.bench.harness import BenchContext, Timer, load_average, machine
 from tests.bench.report import BenchResult, print_result, write_json, write_markdown
 
 BENCHES: dict[str, ModuleType] = {
-    m.NAME: m for m in (throughput, latency, planning, cancel, resume, failover, heartbeats, display, idle)
+    m.NAME: m
+    for m in (throughput, latency, planning, cancel, resume, failover, heartbeats, display, idle, templating)
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -456,3 +456,53 @@ def test_unsetting_a_policy_removes_the_keys_named_or_every_key_of_the_role(stor
     assert store.unset_policy("web") == ["loglevel", "task_events"]
     assert store.unset_policy("web") == []
     assert [r.role for r in store.policies()] == ["db"]
+
+
+ON_CHANGE = """
+apiVersion: converge/v1
+kind: DesiredState
+metadata: {name: on-change}
+resources:
+  - {kind: file, name: conf, role: web, spec: {path: /tmp/conf, content: x}}
+  - kind: command
+    name: reload
+    role: web
+    on_change: [file/conf]
+    spec: {run: "true", unless: "false"}
+  - {kind: directory, name: after, role: web, depends_on: [command/reload], spec: {path: /tmp/after}}
+"""
+
+
+def test_a_step_following_a_change_runs_when_its_trigger_changed(store: SqlStore) -> None:
+    assert new_workflow(store, "w1", ON_CHANGE) == ["w1.0"]
+
+    assert [m.step_id for m in store.record(succeed("w1.0")).ready] == ["w1.1"]
+
+
+def test_a_step_following_a_change_is_skipped_when_nothing_changed_and_frees_its_dependents(
+    store: SqlStore,
+) -> None:
+    new_workflow(store, "w1", ON_CHANGE)
+
+    compliant = [event("w1.0", 1, "started"), event("w1.0", 2, "succeeded", changed=False)]
+    ready = store.record(compliant).ready
+
+    assert [m.step_id for m in ready] == ["w1.2"]
+    reload = store.workflow("w1").steps[1]  # type: ignore[union-attr,index]
+    assert (reload.state, reload.message) == (StepState.SKIPPED, "skipped: none of file/conf changed")
+    store.record(succeed("w1.2"))
+    assert store.workflow("w1").state == WorkflowState.SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_a_retry_keeps_a_step_skipped_because_nothing_changed(store: SqlStore) -> None:
+    new_workflow(store, "w1", ON_CHANGE)
+    store.record([event("w1.0", 1, "started"), event("w1.0", 2, "succeeded", changed=False)])
+    store.record(
+        [event("w1.2", 1, "started"), event("w1.2", 2, "failed", error="disk full", retryable=False)]
+    )
+    assert store.workflow("w1").state == WorkflowState.FAILED  # type: ignore[union-attr]
+
+    again = store.retry("w1")
+
+    assert [m.step_id for m in again] == ["w1.2"]
+    assert store.workflow("w1").steps[1].state == StepState.SKIPPED  # type: ignore[union-attr,index]

@@ -12,24 +12,26 @@ from engine.cli import main
 
 
 @pytest.mark.parametrize("command", ["apply", "plan"])
-def test_a_directory_given_as_file_is_bad_input_in_the_projects_words(command: str, tmp_path: Path) -> None:
+def test_a_folder_without_desired_state_files_is_bad_input_in_the_projects_words(
+    command: str, tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("not yaml")
     result = CliRunner().invoke(main, [command, str(tmp_path)])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        f"converge: {tmp_path}: is a directory: name a desired-state file in it (docs/file-format.md "
-        "describes one)"
+        f"converge: {tmp_path}: is a folder without *.yaml or *.yml files: put the desired state's files in it"
     )
     assert "Invalid value" not in result.output and "Usage:" not in result.output
 
 
 @pytest.mark.parametrize("command", ["apply", "plan"])
-def test_a_directory_given_as_file_under_json_is_the_json_error_document(
+def test_a_folder_without_desired_state_files_under_json_is_the_json_error_document(
     command: str, tmp_path: Path
 ) -> None:
     result = CliRunner().invoke(main, [command, str(tmp_path), "--json"])
     assert result.exit_code == 2
     document = json.loads(result.stdout)
-    assert document["exit_code"] == 2 and "is a directory" in document["error"]
+    assert document["exit_code"] == 2 and "is a folder without" in document["error"]
     assert document["problems"][0]["file"] == str(tmp_path)
 
 

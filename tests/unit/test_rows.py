@@ -56,11 +56,15 @@ def test_a_planned_step_becomes_the_row_the_store_has_always_written() -> None:
         "spec": json.dumps({"path": "/srv/www/i", "content": "x"}),
         "depends_on": json.dumps(["wf.0"]),
         "dependents": json.dumps([]),
+        "on_change": None,
         "waiting": 1,
         "state": StepState.PENDING,
         "attempt": 1,
         "epoch": 0,
         "last_seq": 0,
+        "message": None,
+        "finished_at": None,
+        "changed": None,
         "timeout_s": 30,
         "retry_attempts": 5,
         "retry_backoff_s": 1.5,
@@ -88,6 +92,9 @@ def test_every_column_is_either_planned_or_changed_by_the_run() -> None:
         "attempt",
         "epoch",
         "last_seq",
+        "message",
+        "finished_at",
+        "changed",
     }
 
     assert not planned_columns & set(RUN_COLUMNS)
