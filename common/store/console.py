@@ -55,14 +55,19 @@ class ConsoleRows:
     def step_page(
         self, workflow_id: str, *, limit: int, offset: int = 0
     ) -> tuple[list[tuple[StepView, list[str]]], dict[str, int]]:
-        """One page of a workflow's steps in plan order, each with its `depends_on`, and the workflow's
-        step counts by state (the page's progress bar covers every step, not only the page's)."""
+        """One page of a workflow's steps in plan order, each with the resources it depends on, and the
+        workflow's step counts by state (the progress bar covers every step, not only the page's)."""
         query = select(steps).where(steps.c.workflow_id == workflow_id).order_by(steps.c.idx)
         counts = select(steps.c.state, func.count()).where(steps.c.workflow_id == workflow_id)
         with self.engine.connect() as conn:
             rows = conn.execute(query.limit(limit).offset(offset)).mappings().all()
             by_state = {str(s): int(n) for s, n in conn.execute(counts.group_by(steps.c.state))}
-        return [(view_from_row(dict(r)), list(json.loads(r["depends_on"]))) for r in rows], by_state
+            wanted = {dep for r in rows for dep in json.loads(r["depends_on"])}
+            named = select(steps.c.id, steps.c.resource).where(steps.c.id.in_(sorted(wanted)))
+            resources = {i: str(res) for i, res in conn.execute(named)} if wanted else {}
+        return [
+            (view_from_row(dict(r)), [resources.get(d, d) for d in json.loads(r["depends_on"])]) for r in rows
+        ], by_state
 
 
 def _view(row: Any) -> WorkflowView:
