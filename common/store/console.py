@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from common.models import StepView, WorkflowState, WorkflowView
+from common.models import StepOutput, StepView, WorkflowState, WorkflowView
 from common.store.rows import view_from_row
-from common.store.tables import steps, workflows
+from common.store.tables import step_outputs, steps, workflows
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,18 @@ class ConsoleRows:
         return [
             (view_from_row(dict(r)), [resources.get(d, d) for d in json.loads(r["depends_on"])]) for r in rows
         ], by_state
+
+    def outputs_of(self, workflow_id: str, step_ids: list[str]) -> dict[str, StepOutput]:
+        """What the given steps of a workflow wrote (their last finished attempt's), by step id: only
+        the failed steps of the page shown, not every output of a 10,000-step workflow."""
+        if not step_ids:
+            return {}
+        query = select(step_outputs).where(
+            step_outputs.c.workflow_id == workflow_id, step_outputs.c.step_id.in_(sorted(step_ids))
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return {r["step_id"]: StepOutput(attempt=r["attempt"], **json.loads(r["output"])) for r in rows}
 
 
 def _view(row: Any) -> WorkflowView:

@@ -167,6 +167,10 @@ class Store(Protocol):
         """One page of a workflow's steps with their `depends_on`, and its step counts by state."""
         ...
 
+    def outputs_of(self, workflow_id: str, step_ids: list[str]) -> dict[str, StepOutput]:
+        """What the given steps of a workflow wrote, by step id (the console's failed steps of a page)."""
+        ...
+
     def outputs(self, workflow_id: str) -> dict[str, StepOutput]:
         """What each finished step of a workflow wrote (its last finished attempt), by step id."""
         ...

@@ -152,7 +152,7 @@ def _workflow_page(engine: Engine, request: Request, workflow_id: str) -> dict[s
         workflow.id, limit=STEPS_PER_PAGE, offset=(page - 1) * STEPS_PER_PAGE
     )
     failed = {s.id for s, _ in rows if s.state in (StepState.FAILED, StepState.TIMED_OUT)}
-    outputs = {k: v for k, v in engine.store.outputs(workflow.id).items() if k in failed} if failed else {}
+    outputs = engine.store.outputs_of(workflow.id, sorted(failed))
     total = sum(counts.values())
     done = counts.get(StepState.SUCCEEDED, 0)
     return {
