@@ -1,7 +1,10 @@
 """The engine's HTTP API. Thin: each route calls one Engine operation and returns its model.
 
-Every route but `/v1/health` and `/v1/ca` needs a token (engine.auth). There is no CORS middleware and no
-cookie: a browser page on another origin can neither send a token nor read an answer. The interactive docs
+Every route but `/v1/health` and `/v1/ca` needs a token (engine.auth). There is no CORS middleware, and the
+JSON API under `/v1` reads only the `Authorization: Bearer` header, never a cookie: a browser page on another
+origin can neither send a token nor read an answer. Only the console's routes (`/` and `/console/...`,
+engine.console) accept the session cookie its login page sets, and only with the CSRF checks of
+engine.session on a POST. The interactive docs
 are off, since they would describe the API to anyone who asks.
 """
 
@@ -16,7 +19,7 @@ from pydantic import BaseModel
 
 from common.errors import BadInput, NotFound
 from common.models import AgentView, HistoryCount, StepLog, WorkflowState, WorkflowView
-from engine import admission, answers, deadletters, metrics, policy, scheduler, vault
+from engine import admission, answers, console, deadletters, metrics, policy, scheduler, vault
 from engine.answers import UnicodeText
 from engine.auth import Authenticator, Guard
 from engine.core import Engine
@@ -71,6 +74,7 @@ def create_api(engine: Engine) -> FastAPI:
     scheduler.install_routes(api, engine)
     policy.install_routes(api, engine.store)
     _workflow_routes(api, engine)
+    console.install(api, engine, authenticator)
 
     @api.post("/v1/plan")
     def plan(body: Submission) -> dict[str, Any]:

@@ -19,10 +19,12 @@ from enum import IntEnum
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import BadInput
 from common.store.interface import Store, TokenRecord
+from engine import session
 from engine.answers import answer
 
 log = logging.getLogger("converge.engine.auth")
@@ -170,6 +172,9 @@ class Guard:
             return
         method, path = scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if session.is_console(path):
+            await self._console(scope, receive, send, headers)
+            return
         needed = required_role(method, path)
         if needed is not None:
             try:
@@ -201,6 +206,35 @@ class Guard:
             return
         await self.app(scope, self._capped(receive), send)
 
+    async def _console(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        """A console route: the session cookie stands for the bearer header, with the same roles (GET:
+        viewer; POST: operator), and a POST must pass the CSRF checks (engine.session). A page asked for
+        without a valid session redirects to the login page; a fragment or a POST gets the refusal."""
+        method, path = scope["method"], scope["path"]
+        if not session.is_open(method, path):
+            token = session.cookie_token(headers.get("cookie"))
+            needed = Role.VIEWER if method in ("GET", "HEAD") else Role.OPERATOR
+            try:
+                if token is None:
+                    raise Refusal(401, "log in to the console first")
+                if needed is Role.OPERATOR:
+                    forged = session.csrf_refusal(headers, scope.get("scheme", "http"), token)
+                    if forged is not None:
+                        raise Refusal(403, forged)
+                record = await run_in_threadpool(self.authenticator.check, "Bearer " + token, needed)
+            except Refusal as refusal:
+                log.warning("refused %s %s (%d): %s", method, path, refusal.status, refusal.message)
+                if refusal.status == 401 and method == "GET" and "hx-request" not in headers:
+                    await _redirect(session.LOGIN)(scope, receive, send)
+                else:
+                    await answer(refusal.status, refusal.message)(scope, receive, send)
+                return
+            except SQLAlchemyError:
+                await answer(503, "the engine cannot check tokens now; try again later")(scope, receive, send)
+                return
+            scope.setdefault("state", {})[CALLER] = record
+        await self.app(scope, self._capped(receive), send)
+
     def _too_large(self) -> str:
         return (
             f"the request body is larger than {self.max_body_bytes} bytes (CONVERGE_MAX_BODY_BYTES): split "
@@ -221,6 +255,10 @@ class Guard:
             return message
 
         return capped
+
+
+def _redirect(location: str) -> ASGIApp:
+    return RedirectResponse(location, status_code=303)
 
 
 def first_token(store: Store) -> str | None:

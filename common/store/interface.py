@@ -7,9 +7,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from common.lifecycle import Roles
-from common.models import AdmissionState, StatusEvent, StepMessage, StepOutput, WorkflowState, WorkflowView
+from common.models import (
+    AdmissionState,
+    StatusEvent,
+    StepMessage,
+    StepOutput,
+    StepView,
+    WorkflowState,
+    WorkflowView,
+)
 
 if TYPE_CHECKING:
+    from common.store.console import WorkflowFilter
     from workflows.plan import WorkflowPlan
 
 
@@ -164,6 +173,22 @@ class Store(Protocol):
     def workflows(
         self, *, history: bool = False, state: WorkflowState | None = None, limit: int = 500
     ) -> list[WorkflowView]: ...
+
+    def workflow_page(
+        self, where: WorkflowFilter, *, limit: int, offset: int = 0
+    ) -> tuple[list[WorkflowView], int]:
+        """One page of the workflows `where` selects, newest first, and how many it selects (the console)."""
+        ...
+
+    def step_page(
+        self, workflow_id: str, *, limit: int, offset: int = 0
+    ) -> tuple[list[tuple[StepView, list[str]]], dict[str, int]]:
+        """One page of a workflow's steps with their `depends_on`, and its step counts by state."""
+        ...
+
+    def outputs_of(self, workflow_id: str, step_ids: list[str]) -> dict[str, StepOutput]:
+        """What the given steps of a workflow wrote, by step id (the console's failed steps of a page)."""
+        ...
 
     def outputs(self, workflow_id: str) -> dict[str, StepOutput]:
         """What each finished step of a workflow wrote (its last finished attempt), by step id."""

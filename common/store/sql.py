@@ -43,6 +43,7 @@ from common.models import (
     WorkflowView,
 )
 from common.settings import redact
+from common.store.console import ConsoleRows
 from common.store.credentials import CredentialRows
 from common.store.finished import FinishedRows, chunks
 from common.store.interface import (
@@ -163,10 +164,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class SqlStore(CredentialRows, FinishedRows, PolicyRows, StatsRows, ScheduleRows):
+class SqlStore(ConsoleRows, CredentialRows, FinishedRows, PolicyRows, StatsRows, ScheduleRows):
     """Workflows and steps in two tables; every change to a workflow happens in one transaction. The
     vault's tables are CredentialRows'; finding by id prefix and pruning by age are FinishedRows'; the
-    agents' policies are PolicyRows'; the metrics' counts are StatsRows'."""
+    agents' policies are PolicyRows'; the metrics' counts are StatsRows'; schedules are ScheduleRows'; the
+    console's pages are ConsoleRows'."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

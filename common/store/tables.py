@@ -24,6 +24,8 @@ workflows = Table(
     Column("source", Text, nullable=False),
     Index("ix_workflows_active", "history", "state"),
     Index("ix_workflows_digest", "digest"),
+    # the console's lists: one history flag, newest first, a page at a time (common.store.console)
+    Index("ix_workflows_listing", "history", "created_at"),
 )
 # At most one active workflow per desired state, whichever process submits it: the store's check-and-insert
 # holds within one engine, this holds across engines sharing a store.
@@ -81,6 +83,8 @@ steps = Table(
     Column("credentials", Text, nullable=False),
     Index("ix_steps_workflow_state", "workflow_id", "state"),
     Index("ix_steps_state", "state"),
+    # a workflow's steps in plan order, a page at a time (the console's workflow page)
+    Index("ix_steps_workflow_idx", "workflow_id", "idx"),
 )
 
 # What each step's last finished attempt wrote (workflows.output), apart from the steps: recording status
