@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from common.errors import ConvergeError
 from common.models import StepState, WorkflowState
 from common.store.console import WorkflowFilter
-from engine import session
+from engine import scheduler, session
 from engine.auth import Authenticator, Refusal, Role
 from engine.core import Engine
 from engine.fleet import list_agents
@@ -40,6 +40,7 @@ def render(request: Request, name: str, **values: Any) -> HTMLResponse:
 def install(api: FastAPI, engine: Engine, authenticator: Authenticator) -> None:
     api.mount(session.STATIC, StaticFiles(directory=HERE / "static"), name="console-static")
     _login_routes(api, authenticator)
+    _compliance_routes(api, engine)
 
     @api.get("/", include_in_schema=False)
     def root() -> Response:
@@ -79,6 +80,22 @@ def install(api: FastAPI, engine: Engine, authenticator: Authenticator) -> None:
     @api.get("/console/fragments/agents", response_class=HTMLResponse)
     def agents_fragment(request: Request) -> HTMLResponse:
         return render(request, "_agents.html", agents=_agents(engine))
+
+
+def _compliance_routes(api: FastAPI, engine: Engine) -> None:
+    """Every scheduled desired state with its last compliance report, as the API shows it."""
+
+    @api.get("/console/compliance", response_class=HTMLResponse)
+    def compliance(request: Request) -> HTMLResponse:
+        return render(request, "compliance.html", schedules=_schedules(engine))
+
+    @api.get("/console/fragments/compliance", response_class=HTMLResponse)
+    def compliance_fragment(request: Request) -> HTMLResponse:
+        return render(request, "_compliance.html", schedules=_schedules(engine))
+
+
+def _schedules(engine: Engine) -> list[dict[str, Any]]:
+    return [scheduler.view(record) for record in engine.store.schedules()]
 
 
 def _login_routes(api: FastAPI, authenticator: Authenticator) -> None:

@@ -154,3 +154,29 @@ def test_a_succeeded_workflow_is_found_in_history_with_the_filters(
     assert len(rows) == 1 and "beta-estate" in rows[0].text and "succeeded" in rows[0].text
     browser.get(f"{base}/console/agents")
     WebDriverWait(browser, WAIT_S).until(ec.text_to_be_present_in_element((By.ID, "agents"), "work-1"))
+
+
+def test_a_hand_edit_shows_as_drift_with_its_diff_on_the_compliance_page(
+    cluster: Cluster, browser: Any, tmp_path: Path
+) -> None:
+    cluster.start_agent("work", agent_id="work-1")
+    target = tmp_path / "motd"
+    desired = cluster.write(
+        "motd.yaml",
+        desired_state(
+            "motd-watch",
+            f'  - {{kind: file, name: motd, role: work, spec: {{path: {target}, content: "welcome\\n"}}}}\n',
+        ),
+    )
+    assert cluster.apply(desired)["exit_code"] == 0
+    assert cluster.cli("schedule", "set", str(desired), "--every", "2s").returncode == 0
+    base = log_in(browser, cluster)
+    browser.get(f"{base}/console/compliance")
+    WebDriverWait(browser, WAIT_S).until(ec.text_to_be_present_in_element((By.ID, "compliance"), "compliant"))
+    target.write_text("edited by hand\n")
+    # The page updates itself: no reload between the edit and the drift on screen.
+    WebDriverWait(browser, WAIT_S).until(ec.text_to_be_present_in_element((By.ID, "compliance"), "drifted"))
+    diff = WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.CLASS_NAME, "diff")))
+    assert "-edited by hand" in diff.text and "+welcome" in diff.text
+    assert "file/motd on work-1" in browser.find_element(By.ID, "compliance").text
+    assert target.read_text() == "edited by hand\n"  # report mode: the file stays as edited
