@@ -134,7 +134,7 @@ def test_a_throttle_lowered_while_every_process_is_busy_holds_then_raised_again_
     agent = cluster.procs["agent-web-busy"].pid
     busy, gate = tmp_path / "busy", tmp_path / "go"
     first = submit(cluster, cluster.write("busy.yaml", burst(busy, "busy", 20, gate=gate)))
-    wait_for(lambda: started(busy) == 20, 60, "20 steps running at once")
+    wait_for(lambda: started(busy) == 20, 120, "20 steps running at once (the pool growing from 1)")
 
     assert agent_cli(cluster, "config", "set", "throttle=5").returncode == 0
     wait_for(lambda: listed(cluster, "web-busy")["throttle"] == 5, 20, "the agent to announce throttle 5")
@@ -150,7 +150,7 @@ def test_a_throttle_lowered_while_every_process_is_busy_holds_then_raised_again_
     wait_for(lambda: listed(cluster, "web-busy")["throttle"] == 12, 20, "the agent to announce throttle 12")
     more, gate = tmp_path / "more", tmp_path / "go-more"
     third = submit(cluster, cluster.write("more.yaml", burst(more, "more", 14, gate=gate)))
-    wait_for(lambda: started(more) == 12, 60, "12 steps running at once")
+    wait_for(lambda: started(more) == 12, 120, "12 steps running at once")
     gate.touch()
     wait_succeeded(cluster, third)
     assert most_at_once(more) == 12

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from engine.up import QUICKSTART
 from tests.integration.conftest import wait_for
@@ -56,6 +57,9 @@ def last_run(home: Path) -> dict[str, bool]:
     return {resource: bool(changed) for resource, changed, _ in rows}
 
 
+# Three whole `converge up --once` runs, each starting Redis, the engine and three agents: more than the
+# suite's per-test limit on a loaded 2-core machine.
+@pytest.mark.timeout(600)
 def test_up_once_converges_the_quickstart_then_changes_only_what_was_edited(tmp_path: Path) -> None:
     home = tmp_path / "home"
     desired, root = quickstart_under(tmp_path)
