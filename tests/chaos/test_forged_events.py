@@ -1,11 +1,11 @@
 """Forged status events: while a step runs on its agent, others try to report it done, and nothing changes.
 
-A trusted agent `web-1` runs a command of role web that appends to a log and sleeps. Meanwhile, on the
-status stream: an unsigned `succeeded` naming web-1; one with a MAC of another key; from the admitted agent
-`db-1`, with its own Redis user and its own key, a `succeeded` naming itself (it does not hold the attempt)
-and one naming web-1; and a copy of web-1's own `started`. Each is refused and counted, or recorded once,
-and the step stays as web-1 reported it. db-1 cannot read or write the keys trusted agents sign with. Then
-the step ends as web-1 reports it, having run once.
+A trusted agent `web-1` runs a command of role web that appends to a log and waits for the test's gate.
+Meanwhile, on the status stream: an unsigned `succeeded` naming web-1; one with a MAC of another key; from
+the admitted agent `db-1`, with its own Redis user and its own key, a `succeeded` naming itself (it does not
+hold the attempt) and one naming web-1; and a copy of web-1's own `started`. Each is refused and counted, or
+recorded once, and the step stays as web-1 reported it. db-1 cannot read or write the keys trusted agents
+sign with. Then the gate opens and the step ends as web-1 reports it, having run once.
 """
 
 from __future__ import annotations
@@ -53,8 +53,12 @@ def test_forged_unsigned_and_foreign_status_events_are_refused_and_the_store_doe
     kept = json.loads((cluster.workdir / "agent-state" / "db-1" / "admission.json").read_text())
     db = redis.Redis.from_url(kept["broker_url"])  # db-1's own Redis user
     db_key = base64.b64decode(kept["event_key"])
-    runs, done = tmp_path / "runs.log", tmp_path / "done"
-    run = f"echo run >> {runs}; sleep 6; touch {done}"
+    runs, done, gate = tmp_path / "runs.log", tmp_path / "done", tmp_path / "gate"
+    # the step holds until the test opens the gate (at most 120 s), so it is still running however slow
+    # the machine is while the forged events are read
+    run = (
+        f"echo run >> {runs}; for i in $(seq 1200); do [ -e {gate} ] && break; sleep 0.1; done; touch {done}"
+    )
     desired = cluster.write(
         "forged.yaml",
         desired_state(
@@ -111,6 +115,7 @@ def test_forged_unsigned_and_foreign_status_events_are_refused_and_the_store_doe
         health = http.get("/v1/health").json()
     assert health["ok"] and health["ingest"]["refused"] == {"unsigned": 1, "forged": 2, "not holder": 1}
 
+    gate.touch()
     done = wait_for(
         lambda: (view := cluster.show(workflow_id))["state"] in ("succeeded", "failed") and view,
         60,
