@@ -21,8 +21,8 @@ from typing import Any
 
 import redis
 
-from agents.election import Election
 from common import names
+from common.election import Election
 
 log = logging.getLogger("converge.agent")
 

@@ -24,7 +24,6 @@ from agents.autoscale import KEEPALIVE_CONF
 from agents.config import AgentSettings, ConfigError, Source
 from agents.connection import fail_fast
 from agents.courier import Courier
-from agents.election import Election
 from agents.elector import Elector
 from agents.engine_api import EngineApi
 from agents.heartbeat import Heartbeat, Link, agent_info
@@ -38,6 +37,7 @@ from agents.verdicts import EXPECTED, tell
 from agents.verify import Gate, load_engine_key
 from common import names, signing
 from common.celery_app import make_app, queue
+from common.election import Election
 from common.errors import Refused, Unreachable
 from common.models import StepMessage
 from common.settings import redact

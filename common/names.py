@@ -88,6 +88,21 @@ def epoch_key(role: str) -> str:
     return f"converge:epoch:{role}"
 
 
+def duties_lease_key(duty: str) -> str:
+    """The lease of an engine's singleton duty (engine.duties): apart from the agents' role leases, so
+    that no role name, not even `engine`, can collide with it."""
+    return f"converge:engine:lease:{duty}"
+
+
+def duties_epoch_key(duty: str) -> str:
+    """The fencing epoch of an engine duty's lease: incremented each time another engine takes it."""
+    return f"converge:engine:epoch:{duty}"
+
+
+ENGINES_ALIVE = "converge:engines"
+"""The engines alive: a sorted set of their runs ("ID/RUN"), each scored with when it expires."""
+
+
 def lease_holder(agent_id: str, run: str) -> str:
     """A lease's value: the agent id (what `agents list` shows) and its run (what makes it unique)."""
     return f"{agent_id}/{run}"

@@ -8,6 +8,7 @@ from (`--store-url`, `CONVERGE_PLAN_TIMEOUT_S`), before anything starts. URLs in
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -145,6 +146,11 @@ class Settings(BaseSettings):
     failed_retention_days: float = Field(default=7.0, ge=0)
     # How often the engine's watchdog looks for timeouts, due retries and stopped agents.
     watchdog_interval_s: float = Field(default=0.5, gt=0)
+    # This engine's id among the engines that share one Redis and store; empty: its host name and API port.
+    engine_id: str = ""
+    # The TTL of the lease of the singleton duties (engine.duties): how long after an engine that holds
+    # them dies another takes them over; a clean stop hands them over at once.
+    duties_ttl_s: float = Field(default=10.0, ge=1)
     log_level: str = "INFO"
 
     @field_validator("agents_broker_url")
@@ -167,6 +173,16 @@ class Settings(BaseSettings):
     def _api_bind(cls, bind: str) -> str:
         split_bind(bind)
         return bind
+
+    @field_validator("engine_id")
+    @classmethod
+    def _engine_id(cls, engine_id: str) -> str:
+        if engine_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}", engine_id):
+            raise ValueError(
+                f"{engine_id!r} is not an engine id: use up to 200 letters, digits and _.:@- "
+                "(starting with a letter or digit), or leave it empty for the host name and API port"
+            )
+        return engine_id
 
     @field_validator("log_level")
     @classmethod

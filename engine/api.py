@@ -146,7 +146,7 @@ def _health_routes(api: FastAPI, engine: Engine) -> None:
 
     @api.get("/v1/health")
     def health() -> dict[str, Any]:
-        return health_report(engine.client, watch)
+        return health_report(engine.client, watch, engine.duties.describe() if engine.duties else None)
 
     @api.get("/v1/ca", response_class=PlainTextResponse)
     def ca() -> str:

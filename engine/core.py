@@ -26,6 +26,7 @@ from common.store import RecordResult, Store
 from engine import fleet, lookup
 from engine.checks import observe
 from engine.dispatcher import PUBLISH_ERRORS, Dispatcher
+from engine.duties import Duties
 from engine.eventkeys import EventKeys
 from engine.fanout import agents_by_role
 from workflows.plan import each_roles, plan
@@ -61,6 +62,8 @@ class Engine:
     event_keys: EventKeys  # whose status events are recorded
     # Set when steps were stored as `queued` but publishing them failed: the watchdog publishes them again.
     republish_wanted: bool = False
+    # The singleton duties, when this engine campaigns for them (the service); None: it holds them alone.
+    duties: Duties | None = None
 
     def submit(self, source: str, filename: str) -> tuple[WorkflowView, bool]:
         """Validate, plan, persist and dispatch. Returns the workflow and whether it is new."""

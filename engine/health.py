@@ -142,8 +142,9 @@ def _iso(when: float | None) -> str | None:
     return None if when is None else datetime.fromtimestamp(when, UTC).isoformat()
 
 
-def report(client: redis.Redis, watch: StoreWatch) -> dict[str, Any]:
-    """The document of `GET /v1/health`: `ok` is false while Redis or the store cannot be used."""
+def report(client: redis.Redis, watch: StoreWatch, duties: dict[str, object] | None = None) -> dict[str, Any]:
+    """The document of `GET /v1/health`: `ok` is false while Redis or the store cannot be used; `duties`
+    says which engine holds the singleton duties (engine.duties)."""
     store = watch.status()
     try:
         client.ping()
@@ -169,4 +170,5 @@ def report(client: redis.Redis, watch: StoreWatch) -> dict[str, Any]:
             "refused": refused,
             "store_down_since": _iso(store.down_since),
         },
+        "duties": duties,
     }

@@ -87,6 +87,8 @@ class Ingester:
         self._stop = threading.Event()
         self._reread = True  # read our pending entries ("0") before new ones: at start, after a failure
         self._next_claim = 0.0
+        self._orphans: list[str] = []  # consumers of engines that stopped, to take over (`adopt`)
+        self._orphans_lock = threading.Lock()
         self._owed: list[RecordResult] = []  # recorded, but acting on it (publishing) failed: act again
         # The attempts published and not ended, shared with the dispatcher: whether more events are
         # coming soon (engine.batching).
@@ -108,6 +110,7 @@ class Ingester:
     def run_once(self, block_ms: int = 1000) -> int:
         """Read, record and acknowledge one batch. Returns the number of entries handled."""
         self._act_owed()
+        self._adopt_orphans()
         self._claim_idle()
         rereading = self._reread
         entries = self._read("0", self.batch, None) if rereading else []
@@ -302,6 +305,41 @@ class Ingester:
             )
         self.store_down_since = None
         self.backoff_s = BACKOFF_MIN_S
+
+    def adopt(self, consumers: list[str]) -> None:
+        """Take over the entries these consumers read and left unacknowledged, at the next batch: their
+        engines stopped (engine.duties saw it), so there is no need to wait until they are idle."""
+        with self._orphans_lock:
+            self._orphans += [c for c in consumers if c != self.consumer]
+
+    def _adopt_orphans(self) -> None:
+        with self._orphans_lock:
+            orphans, self._orphans = self._orphans, []
+        for index, consumer in enumerate(orphans):
+            try:
+                taken = self._take_from(consumer)
+            except redis.RedisError:
+                with self._orphans_lock:
+                    self._orphans += orphans[index:]  # the next batch tries again
+                raise
+            if taken:
+                self._reread = True
+                log.warning("took over %d status entries that stopped engine %s had read", taken, consumer)
+
+    def _take_from(self, consumer: str) -> int:
+        """Claim every entry pending for `consumer`, then drop it from the group. Returns how many."""
+        taken = 0
+        for _ in range(1000):  # bounded: a batch of entries each round
+            pending = self.client.xpending_range(
+                names.STATUS_STREAM, names.STATUS_GROUP, "-", "+", self.batch, consumername=consumer
+            )
+            if not pending:
+                break
+            ids = [p["message_id"] for p in pending]
+            self.client.xclaim(names.STATUS_STREAM, names.STATUS_GROUP, self.consumer, 0, ids, justid=True)
+            taken += len(ids)
+        self.client.xgroup_delconsumer(names.STATUS_STREAM, names.STATUS_GROUP, consumer)
+        return taken
 
     def _claim_idle(self) -> None:
         """Take over the entries any consumer of the group read and left idle (an engine that died)."""

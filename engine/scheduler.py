@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,13 +44,18 @@ class ScheduleBody(BaseModel):
 class Scheduler:
     """Checks the due schedules, one engine thread; `run` until `stop`."""
 
-    def __init__(self, engine: Engine, tick_s: float = TICK_S) -> None:
+    def __init__(
+        self, engine: Engine, tick_s: float = TICK_S, leading: Callable[[], bool] = lambda: True
+    ) -> None:
         self.engine = engine
+        self.leading = leading  # whether this engine holds the singleton duties now (engine.duties)
         self.tick_s = tick_s
         self._stop = threading.Event()
 
     def run(self) -> None:
         while not self._stop.wait(self.tick_s):
+            if not self.leading():
+                continue
             try:
                 for record in self.engine.store.claim_due(time.time()):
                     self.check(record)

@@ -23,6 +23,7 @@ from common.version import converge_version
 from engine.api import create_api
 from engine.core import Engine
 from engine.dispatcher import Dispatcher
+from engine.duties import Duties, default_engine_id
 from engine.eventkeys import EventKeys
 from engine.ingest import Ingester
 from engine.scheduler import Scheduler
@@ -131,12 +132,26 @@ def api_url(host: str, port: int, https: bool) -> str:
     return f"{'https' if https else 'http'}://{shown}:{port}"
 
 
-def say_start(settings: Settings, url: str) -> None:
+def say_start(settings: Settings, url: str, engine_id: str) -> None:
     """One line per fact an operator checks at start; never a password."""
-    log.info("converge %s", converge_version())
+    log.info("converge %s, engine %s", converge_version(), engine_id)
     log.info("listening on %s", url)
     log.info("broker %s", redact(settings.broker_url))
     log.info("store %s", redact(settings.store_url))
+
+
+def _republish(engine: Engine, why: str) -> None:
+    """Publish every queued step again (engine.duties says when); agents drop what they already claimed."""
+    published = engine.republish_queued()
+    if published:
+        log.info("published %d steps %s", published, why)
+
+
+def _taken_over(engine: Engine, ingester: Ingester, gone: list[str], absent: list[str]) -> None:
+    """What engines that stopped or restarted left: their queued steps, and (if they are not back) the
+    status entries they read and did not record."""
+    ingester.adopt(absent)
+    _republish(engine, f"left queued by engines {', '.join(gone)}")
 
 
 def run(settings: Settings) -> None:
@@ -155,20 +170,32 @@ def run(settings: Settings) -> None:
     except BaseException:
         sock.close()
         raise
-    say_start(settings, api_url(host, port, https=bool(transport)))
-    requeued = engine.republish_queued()
-    if requeued:
-        log.info("published %d steps left queued by a previous run", requeued)
+    engine_id = settings.engine_id or default_engine_id(socket.gethostname(), port)
+    say_start(settings, api_url(host, port, https=bool(transport)), engine_id)
     ingester = Ingester(
         engine.client,
         engine.store,
         engine.act,
         engine.event_keys.grant,
+        consumer=engine_id,
         outstanding=engine.dispatcher.outstanding,
     )
-    watchdog = Watchdog(engine)
-    checker = Scheduler(engine)
+    duties = engine.duties = Duties(
+        engine.client,
+        engine_id,
+        settings.duties_ttl_s,
+        on_take=lambda: _republish(engine, "left queued before this engine took the singleton duties"),
+        on_gone=lambda gone, absent: _taken_over(engine, ingester, gone, absent),
+    )
+    try:
+        duties.start()
+    except redis.RedisError as exc:
+        sock.close()
+        raise Unreachable(f"cannot reach Redis at {redact(settings.broker_url)} ({exc})") from exc
+    watchdog = Watchdog(engine, leading=duties.leading)
+    checker = Scheduler(engine, leading=duties.leading)
     threads = [
+        threading.Thread(target=duties.run, name="converge-duties", daemon=True),
         threading.Thread(target=ingester.run, name="converge-ingest", daemon=True),
         threading.Thread(target=watchdog.run, name="converge-watchdog", daemon=True),
         threading.Thread(target=checker.run, name="converge-schedules", daemon=True),
@@ -183,6 +210,8 @@ def run(settings: Settings) -> None:
         ingester.stop()
         watchdog.stop()
         checker.stop()
-        for thread in threads:
+        for thread in threads[1:]:
             thread.join(timeout=5)
+        duties.stop()  # last: hands the duties over once this engine has stopped acting on them
+        threads[0].join(timeout=5)
         engine.store.close()

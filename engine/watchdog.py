@@ -5,6 +5,9 @@ reporting (so this holds even when the agent running them died), fails as lost t
 heartbeat stopped (their retry policy then runs them again at once, on another agent of the role), ends the
 cancellation of steps whose agent is gone, publishes retries whose backoff has passed and the steps held
 for an agent that is alive again, and prunes old history and old failed, aborted and cancelled workflows.
+
+With several engines, every engine publishes again what it failed to publish and what it holds for an agent
+(both in its own memory); the rest runs only on the engine that holds the singleton duties (engine.duties).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import redis
@@ -30,8 +34,9 @@ PRUNE_EVERY_S = 3600.0
 
 
 class Watchdog:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, leading: Callable[[], bool] = lambda: True) -> None:
         self.engine = engine
+        self.leading = leading  # whether this engine holds the singleton duties now
         self._stop = threading.Event()
         self._last_prune = 0.0
         # An agent is held lost only after a whole TTL during which its heartbeat could have been seen:
@@ -52,6 +57,8 @@ class Watchdog:
         engine = self.engine
         engine.republish_if_wanted()  # a publish failed (Redis was away): its steps wait in the store
         engine.dispatcher.release_held()  # steps pinned to an agent that is alive again
+        if not self.leading():
+            return
         if not engine.client.exists(names.BROKER_MARK):
             self._watching_since = now
             republished = engine.republish_queued()

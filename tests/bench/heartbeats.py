@@ -4,7 +4,7 @@ One engine, no real agent. Its CPU (user + system of its process tree, from /pro
 are measured over a fixed window with nothing else running (the baseline), then over a window of the same
 length while 1,000 simulated agents beat. Each does what a real agent's heartbeat and elector threads do
 once per heartbeat interval (1 s as shipped), with the project's own code: the `agents.heartbeat.Heartbeat`
-beat (the `agents.identity.RENEW` script: its alive key and its announcement) and an `agents.election`
+beat (the `agents.identity.RENEW` script: its alive key and its announcement) and a `common.election`
 campaign for its role, one of 10 (so each role has one leader and 99 backups renewing nothing). Each agent
 first claims its id (`agents.identity.claim`) and has a Redis connection of its own. Once all have claimed,
 they start on one schedule, their beats spread evenly over the interval.
@@ -36,11 +36,11 @@ from datetime import UTC, datetime
 import redis
 
 from agents.config import AgentSettings
-from agents.election import Election
 from agents.heartbeat import Heartbeat, Link
 from agents.identity import claim, new_token
 from common import names
 from common.defaults import HEARTBEAT_TTL_S
+from common.election import Election
 from common.models import AgentInfo
 from engine.fleet import alive_ids, leaders
 from tests.bench.harness import REPO_ROOT, BenchContext, BenchError, CpuMeter, Stack, wait_until, workdir

@@ -6,6 +6,7 @@ process, the SQLite store lives in the test's tmp_path, and PostgreSQL tests use
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -74,9 +75,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedi
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this session, dropped at the end."""
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new PostgreSQL database's URL, dropped on exit (CONVERGE_TEST_POSTGRES_URL names the server)."""
     if not PG_URL:
         if os.environ.get("CI"):
             pytest.fail("CONVERGE_TEST_POSTGRES_URL must be set in CI: the store tests run on PostgreSQL too")
@@ -87,11 +88,19 @@ def postgres_url() -> Iterator[str]:
     admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    url = PG_URL.rsplit("/", 1)[0] + "/" + name
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session, dropped at the end."""
+    with postgres_database() as url:
+        yield url
 
 
 class Cluster:
@@ -153,11 +162,16 @@ class Cluster:
             self.env["CONVERGE_CA"] = made["ca"]
         return made
 
-    def start_engine(self) -> None:
+    def start_engine(self, name: str = "engine", **env: str) -> None:
+        """An engine process; `env` overrides variables for it alone (a second engine's address and id)."""
         if self.token is None:
             self.init_engine()
-        self._spawn("engine", [sys.executable, "-m", "engine", "engine", "run"])
-        wait_for(lambda: self.cli("workflows", "list", "--json").returncode == 0, 30, "the engine")
+        shared, self.env = self.env, {**self.env, **env}
+        try:
+            self._spawn(name, [sys.executable, "-m", "engine", "engine", "run"])
+            wait_for(lambda: self.cli("workflows", "list", "--json").returncode == 0, 30, f"the {name}")
+        finally:
+            self.env = shared
 
     def start_agent(self, *roles: str, agent_id: str, throttle: int | None = None) -> None:
         argv = [sys.executable, "-m", "agents", "run", "--id", agent_id]

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from agents.election import Election
 from agents.outbox import Outbox
 from agents.reporter import Claim, Reporter
 from common import names
+from common.election import Election
 from common.localredis import LocalRedis
 from common.models import StepMessage
 from tests.integration.conftest import wait_for

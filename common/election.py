@@ -1,5 +1,7 @@
 """Leadership of a role: one agent at a time takes a role's steps, under a fencing epoch.
 
+The same leases elect the engine that holds the singleton duties (engine.duties), under keys of its own.
+
 Each role has a lease in Redis (`converge:leader:<role>`), taken with NX and a TTL, renewed and released only
 by its holder, through Lua scripts that read and write in one step. Taking a free lease increments the
 role's epoch (`converge:epoch:<role>`): the fencing token that tells the work of one leadership from the next.
@@ -14,6 +16,7 @@ why the epoch exists at all: whatever acts on a leadership carries its epoch, an
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -56,7 +59,15 @@ class Election:
     """The roles one agent campaigns for. Not thread-safe: one thread campaigns (the agent's elector)."""
 
     def __init__(
-        self, client: redis.Redis, roles: list[str], holder: str, ttl_s: float, renew_deadline_s: float
+        self,
+        client: redis.Redis,
+        roles: list[str],
+        holder: str,
+        ttl_s: float,
+        renew_deadline_s: float,
+        *,
+        lease_key: Callable[[str], str] = names.leader_key,
+        epoch_key: Callable[[str], str] = names.epoch_key,
     ) -> None:
         if not 0 < renew_deadline_s < ttl_s:
             raise ValueError("the renew deadline must be shorter than the lease's TTL")
@@ -65,6 +76,8 @@ class Election:
         self.holder = holder
         self.ttl_s = ttl_s
         self.renew_deadline_s = renew_deadline_s
+        self.lease_key = lease_key
+        self.epoch_key = epoch_key
         self._campaign = client.register_script(_CAMPAIGN)
         self._release = client.register_script(_RELEASE)
         self._renewed: dict[str, float] = {}  # role -> monotonic time of the last renewal that took
@@ -76,7 +89,7 @@ class Election:
         standings = {}
         for role in self.roles:
             asked = time.monotonic()
-            keys = [names.leader_key(role), names.epoch_key(role)]
+            keys = [self.lease_key(role), self.epoch_key(role)]
             took, epoch, holder, remaining_ms = self._campaign(
                 keys=keys, args=[self.holder, int(self.ttl_s * 1000)]
             )
@@ -108,7 +121,7 @@ class Election:
         held = self._renewed.pop(role, None) is not None
         self._epochs.pop(role, None)
         if held:
-            self._release(keys=[names.leader_key(role)], args=[self.holder])
+            self._release(keys=[self.lease_key(role)], args=[self.holder])
 
     def add(self, role: str) -> None:
         """Campaign for `role` too from the next campaign on."""
@@ -117,6 +130,6 @@ class Election:
     def release(self) -> None:
         """Give up every lease this agent holds (a clean stop): a backup takes over at once."""
         for role in list(self._renewed):
-            self._release(keys=[names.leader_key(role)], args=[self.holder])
+            self._release(keys=[self.lease_key(role)], args=[self.holder])
         self._renewed.clear()
         self._epochs.clear()
