@@ -335,7 +335,7 @@ class Ingester:
             )
             if not pending:
                 break
-            ids = [p["message_id"] for p in pending]
+            ids: list[bytes | str | int | memoryview[int]] = [p["message_id"] for p in pending]
             self.client.xclaim(names.STATUS_STREAM, names.STATUS_GROUP, self.consumer, 0, ids, justid=True)
             taken += len(ids)
         self.client.xgroup_delconsumer(names.STATUS_STREAM, names.STATUS_GROUP, consumer)
