@@ -98,3 +98,18 @@ def test_gone_and_absent_engines() -> None:
     assert gone_engines(before, now) == ["b", "c"]
     assert absent_engines(["b", "c"], now) == ["c"]
     assert gone_engines(now, now) == []
+
+
+def test_the_entries_a_stopped_engine_read_are_taken_over_at_once(client: redis.Redis) -> None:
+    from engine.ingest import Ingester
+
+    client.xgroup_create(names.STATUS_STREAM, names.STATUS_GROUP, id="0", mkstream=True)
+    ids = [client.xadd(names.STATUS_STREAM, {"e": b"{}"}) for _ in range(3)]
+    client.xreadgroup(names.STATUS_GROUP, "dead", {names.STATUS_STREAM: ">"}, count=10)  # never acknowledged
+    ingester = Ingester(client, None, lambda result: None, lambda agent: None, consumer="live", batch=2)  # type: ignore[arg-type]
+    ingester.adopt(["dead", "live"])  # its own name is ignored
+    ingester._adopt_orphans()
+    pending = client.xpending_range(names.STATUS_STREAM, names.STATUS_GROUP, "-", "+", 10)
+    assert [(p["message_id"], p["consumer"]) for p in pending] == [(i, b"live") for i in ids]
+    consumers = {c["name"] for c in client.xinfo_consumers(names.STATUS_STREAM, names.STATUS_GROUP)}
+    assert consumers == {b"live"}
