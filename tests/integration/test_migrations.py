@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import sqlalchemy
 from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Text
+from sqlalchemy.pool import QueuePool
 
-from common.store import migrate, open_store
+from common.store import Pool, migrate, open_store
 from common.store.tables import metadata as today
 from tests.integration.conftest import PG_URL, SECURITY_VARIABLES
 
@@ -258,3 +259,18 @@ def test_engines_starting_at_once_on_postgresql_migrate_one_at_a_time() -> None:
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_the_pool_settings_reach_a_postgresql_store_and_sqlite_ignores_them(store_url: str) -> None:
+    store = open_store(store_url, pool=Pool(size=3, max_overflow=4, timeout_s=7, recycle_s=60))
+    try:
+        pool = store.engine.pool
+        if store.engine.dialect.name == "postgresql":
+            assert isinstance(pool, QueuePool)
+            assert (pool.size(), pool._max_overflow, pool._timeout, pool._recycle) == (3, 4, 7, 60)
+            assert pool._pre_ping
+        else:
+            assert not isinstance(pool, QueuePool) or pool.size() != 3
+        assert store.workflow("nothing") is None  # and the store works
+    finally:
+        store.close()
