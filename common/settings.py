@@ -117,6 +117,15 @@ class Settings(BaseSettings):
     # Not `agent_broker_url`: its variable would be CONVERGE_AGENT_BROKER_URL, the agents' own broker_url.
     agents_broker_url: str = ""
     store_url: str = "sqlite:///./.converge/converge.db"
+    # `converge engine run` migrates the store to this release's schema at start; off: it refuses a store
+    # behind it, and the operator runs `converge engine migrate` (docs/operations.md, Upgrading the store).
+    migrate_at_start: bool = True
+    # A PostgreSQL store's connection pool (a SQLite store ignores them): connections kept open, extra
+    # ones opened under load, how long a request waits for one, and the age at which one is replaced.
+    store_pool_size: int = Field(default=5, gt=0)
+    store_max_overflow: int = Field(default=10, gt=0)
+    store_pool_timeout_s: int = Field(default=30, gt=0)
+    store_pool_recycle_s: int = Field(default=1800, gt=0)
     url: str = "http://127.0.0.1:8765"
     api_bind: str = "127.0.0.1:8765"
     # The operator token the CLI sends as `Authorization: Bearer` (`converge tokens create`).

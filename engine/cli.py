@@ -130,6 +130,13 @@ def engine() -> None:
     default=None,
     help="Serve plain HTTP, on a loopback address only (CONVERGE_INSECURE_HTTP).",
 )
+@click.option(
+    "--no-migrate",
+    "no_migrate",
+    is_flag=True,
+    default=None,
+    help="Do not migrate the store at start; refuse one behind this release (CONVERGE_MIGRATE_AT_START).",
+)
 @handle_errors
 def engine_run(
     broker_url: str | None,
@@ -137,14 +144,41 @@ def engine_run(
     api_bind: str | None,
     home: str | None,
     insecure_http: bool | None,
+    no_migrate: bool | None,
 ) -> None:
     """Run the engine: API (HTTPS with the certificate of `engine init`), dispatcher and status ingester."""
     from engine import service
 
     settings = load_settings(
-        broker_url=broker_url, store_url=store_url, api_bind=api_bind, home=home, insecure_http=insecure_http
+        broker_url=broker_url,
+        store_url=store_url,
+        api_bind=api_bind,
+        home=home,
+        insecure_http=insecure_http,
+        migrate_at_start=False if no_migrate else None,
     )
     service.run(settings)
+
+
+@engine.command("migrate")
+@click.option("--store-url", default=None, help="SQLAlchemy URL of the store (CONVERGE_STORE_URL).")
+@json_option
+@handle_errors
+def engine_migrate(store_url: str | None, as_json: bool) -> None:
+    """Migrate the store to this release's schema (what `engine run` does at start)."""
+    settings = load_settings(store_url=store_url)
+    with opened_store(settings.store_url) as store:  # opening it migrates it
+        result = store.migration
+    assert result is not None
+    if as_json:
+        render.emit_json({"from": result.from_revision, "to": result.to_revision, "applied": result.applied})
+    elif result.current:
+        click.echo(f"the store is already at revision {result.to_revision}: nothing to migrate")
+    else:
+        click.echo(
+            f"the store migrated from revision {result.from_revision or 'none'} to {result.to_revision} "
+            f"({', '.join(result.applied)})"
+        )
 
 
 @engine.command("init")

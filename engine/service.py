@@ -18,7 +18,7 @@ from common import signing
 from common.celery_app import make_app
 from common.errors import BadInput, Unreachable
 from common.settings import Settings, redact, split_bind
-from common.store import open_store
+from common.store import Pool, open_store
 from common.version import converge_version
 from engine.api import create_api
 from engine.core import Engine
@@ -50,8 +50,17 @@ def connect_redis(url: str) -> redis.Redis:
     return client
 
 
+def store_pool(settings: Settings) -> Pool:
+    return Pool(
+        size=settings.store_pool_size,
+        max_overflow=settings.store_max_overflow,
+        timeout_s=settings.store_pool_timeout_s,
+        recycle_s=settings.store_pool_recycle_s,
+    )
+
+
 def build(settings: Settings) -> Engine:
-    store = open_store(settings.store_url)
+    store = open_store(settings.store_url, migrate=settings.migrate_at_start, pool=store_pool(settings))
     client = connect_redis(settings.broker_url)
     app = make_app(settings.broker_url, visibility_timeout_s=settings.visibility_timeout_s)
     dispatcher = Dispatcher(

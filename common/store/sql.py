@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,6 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    inspect,
     select,
     update,
 )
@@ -43,6 +42,7 @@ from common.models import (
     WorkflowView,
 )
 from common.settings import redact
+from common.store import migrate as migrations
 from common.store.console import ConsoleRows
 from common.store.credentials import CredentialRows
 from common.store.finished import FinishedRows, chunks
@@ -62,13 +62,11 @@ from common.store.tables import (
     ACTIVE_WORKFLOW,
     RUN_COLUMNS,
     enrollments,
-    metadata,
     step_outputs,
     steps,
     tokens,
     workflows,
 )
-from common.store.upgrade import upgrade
 
 if TYPE_CHECKING:
     from workflows.plan import WorkflowPlan
@@ -119,8 +117,22 @@ def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def open_store(url: str) -> SqlStore:
-    """Open (and create if needed) the store at a SQLAlchemy URL. Raises Unreachable with the URL."""
+@dataclass(frozen=True)
+class Pool:
+    """A PostgreSQL store's connection pool (Settings.store_pool_*); a SQLite store ignores it."""
+
+    size: int = 5
+    max_overflow: int = 10
+    timeout_s: float = 30
+    recycle_s: float = 1800
+
+
+def open_store(url: str, *, migrate: bool = True, pool: Pool | None = None) -> SqlStore:
+    """Open the store at a SQLAlchemy URL, creating or migrating its schema to head (common.store.migrate).
+
+    With migrate=False a store behind head is refused (BadInput: run `converge engine migrate`). Raises
+    Unreachable with the URL.
+    """
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         folder = Path(url.removeprefix("sqlite:///")).parent
         try:
@@ -131,15 +143,32 @@ def open_store(url: str) -> SqlStore:
                 "(or --store-url) at a folder this user can write"
             ) from exc
     try:
-        # A pre-ping is a round trip per transaction: worth it for a server that drops idle connections,
-        # pointless for a file.
-        engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
-        if engine.dialect.name == "sqlite":
+        if url.startswith("sqlite"):
+            engine = create_engine(url)
             event.listen(engine, "connect", _sqlite_pragmas)
-        if inspect(engine).has_table(workflows.name):  # a store made before: add what it lacks, and say so
-            for added in upgrade(engine):
-                log.info("store upgraded: %s added", added)
-        metadata.create_all(engine)
+        else:
+            pool = pool or Pool()
+            # A pre-ping is a round trip per transaction: worth it for a server that drops idle connections.
+            engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=pool.size,
+                max_overflow=pool.max_overflow,
+                pool_timeout=pool.timeout_s,
+                pool_recycle=pool.recycle_s,
+            )
+        result: migrations.Migration | None = None
+        if migrate:
+            result = migrations.upgrade_to_head(engine)
+        else:
+            revision, target = migrations.current_revision(engine), migrations.head()
+            if revision != target:
+                engine.dispose()
+                raise BadInput(
+                    f"the store {redact(url)} is at schema revision {revision or 'none (unversioned)'}, this "
+                    f"release needs {target}: run `converge engine migrate` first (see docs/operations.md, "
+                    "Upgrading the store)"
+                )
     except SQLAlchemyError as exc:
         reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
         raise Unreachable(
@@ -151,7 +180,9 @@ def open_store(url: str) -> SqlStore:
             f"the store {redact(url)} needs the database driver {exc.name!r}: install it, or name another "
             "driver in CONVERGE_STORE_URL (e.g. postgresql+psycopg://...)"
         ) from exc
-    return SqlStore(engine)
+    store = SqlStore(engine)
+    store.migration = result
+    return store
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -172,6 +203,8 @@ class SqlStore(ConsoleRows, CredentialRows, FinishedRows, PolicyRows, StatsRows,
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # what opening it migrated (common.store.migrate), None when it was not asked to
+        self.migration: migrations.Migration | None = None
         # The engine is the one writer, from several threads (API, ingester, watchdog): its writes are
         # read-modify-write transactions, serialised here so that none is lost on any backend.
         self._write = threading.Lock()

@@ -1,8 +1,9 @@
-"""Additive upgrades of a store made by an older Converge: the tables, columns and indexes added since.
+"""The bridge for a store made before versioned migrations: the tables, columns and indexes added since.
 
-Until the store has real migrations (`converge engine migrate`), opening a store adds the tables, the
-nullable columns and the indexes its tables now declare; nothing is ever dropped or changed. An index that
-the data already breaks (a unique one) is left out, with a warning that says why.
+Only common.store.migrate runs it, on an unversioned store (no alembic_version), before stamping it at head
+(see common.store.schema_plan): it adds the tables, the nullable columns and the indexes the tables now
+declare; nothing is ever dropped or changed. An index that the data already breaks (a unique one) is left
+out, with a warning that says why. A versioned store is only ever changed by its migrations.
 """
 
 from __future__ import annotations

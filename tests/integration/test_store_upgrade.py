@@ -1,4 +1,4 @@
-"""A store made by an older Converge is upgraded when it is opened: new columns and indexes are added."""
+"""A store made by a release before versioned migrations is bridged to head when it is opened, then stamped."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ from pathlib import Path
 
 import sqlalchemy
 
-from common.store import open_store
+from common.store import migrate, open_store
 
 
-def test_a_store_without_the_newer_tables_columns_and_indexes_gets_them_and_keeps_its_rows(
+def test_an_unversioned_store_without_the_newer_tables_columns_and_indexes_gets_them_and_keeps_its_rows(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     open_store(url).close()
     old = sqlalchemy.create_engine(url)
-    with old.begin() as conn:  # what a store of the previous release lacks
+    with old.begin() as conn:  # what a store of an older release lacks, without a recorded revision
+        conn.execute(sqlalchemy.text("DROP TABLE alembic_version"))
         conn.execute(sqlalchemy.text("DROP INDEX ux_workflows_active_digest"))
         conn.execute(sqlalchemy.text("ALTER TABLE converge_steps DROP COLUMN lost_attempt"))
         conn.execute(sqlalchemy.text("DROP TABLE converge_policies"))
@@ -29,6 +30,9 @@ def test_a_store_without_the_newer_tables_columns_and_indexes_gets_them_and_keep
 
     store = open_store(url)
     try:
+        assert store.migration is not None and store.migration.from_revision is None
+        assert migrate.current_revision(store.engine) == migrate.head()
+        assert migrate.schema_diff(store.engine) == []
         inspector = sqlalchemy.inspect(store.engine)
         assert "lost_attempt" in {c["name"] for c in inspector.get_columns("converge_steps")}
         assert "ux_workflows_active_digest" in {
