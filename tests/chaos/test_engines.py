@@ -112,11 +112,17 @@ def test_killing_the_engine_that_holds_the_singleton_duties_loses_nothing_and_ru
     wait_for(lambda: health(urls[survivor])["duties"]["leading"], 30, "the survivor to take the duties")
     (tmp_path / "gate").touch()
 
-    done = wait_for(
-        lambda: (view := cluster.show(workflow_id))["state"] in ("succeeded", "failed") and view,
-        120,
-        "the workflow to end",
-    )
+    try:
+        done = wait_for(
+            lambda: (view := cluster.show(workflow_id))["state"] in ("succeeded", "failed") and view,
+            120,
+            "the workflow to end",
+        )
+    except AssertionError:
+        view = cluster.show(workflow_id)
+        raise AssertionError(
+            [(s["resource"], s["state"], s["attempt"], s["message"], s["error"]) for s in view["steps"]]
+        ) from None
     assert done["state"] == "succeeded", [(s["resource"], s["state"], s["error"]) for s in done["steps"]]
     ran = Counter(runs.read_text().split())
     expected = {f"{role}-{layer}": 1 for layer in range(LAYERS) for role in ("web", "db")}

@@ -40,9 +40,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
         url = request.getfixturevalue("postgres_url")
     s = open_store(url)
     yield s
+    from sqlalchemy import text
+
     from common.store.tables import metadata
 
     metadata.drop_all(s.engine)
+    with s.engine.begin() as conn:  # and the migrations' record: the next test's store starts empty
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     s.close()
 
 
