@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator
@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     # How often the engine's watchdog looks for timeouts, due retries and stopped agents.
     watchdog_interval_s: float = Field(default=0.5, gt=0)
     log_level: str = "INFO"
+    # How the engine writes its log: text lines, or JSON lines for a log collector (common.logformat).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("agents_broker_url")
     @classmethod

@@ -130,6 +130,12 @@ def engine() -> None:
     default=None,
     help="Serve plain HTTP, on a loopback address only (CONVERGE_INSECURE_HTTP).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log as text lines or JSON lines (CONVERGE_LOG_FORMAT; default text).",
+)
 @handle_errors
 def engine_run(
     broker_url: str | None,
@@ -137,12 +143,18 @@ def engine_run(
     api_bind: str | None,
     home: str | None,
     insecure_http: bool | None,
+    log_format: str | None,
 ) -> None:
     """Run the engine: API (HTTPS with the certificate of `engine init`), dispatcher and status ingester."""
     from engine import service
 
     settings = load_settings(
-        broker_url=broker_url, store_url=store_url, api_bind=api_bind, home=home, insecure_http=insecure_http
+        broker_url=broker_url,
+        store_url=store_url,
+        api_bind=api_bind,
+        home=home,
+        insecure_http=insecure_http,
+        log_format=log_format,
     )
     service.run(settings)
 

@@ -14,7 +14,7 @@ import redis
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from common import signing
+from common import logformat, signing
 from common.celery_app import make_app
 from common.errors import BadInput, Unreachable
 from common.settings import Settings, redact, split_bind
@@ -146,9 +146,7 @@ def run(settings: Settings) -> None:
     """
     host, port = split_bind(settings.api_bind)
     transport = serving(settings, host)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logformat.configure(settings.log_level, settings.log_format)
     sock = listen(host, port)
     try:
         engine = build(settings)
