@@ -25,6 +25,7 @@ from engine.core import Engine
 from engine.dispatcher import Dispatcher
 from engine.eventkeys import EventKeys
 from engine.ingest import Ingester
+from engine.redischeck import check_eviction
 from engine.scheduler import Scheduler
 from engine.tls import TlsFiles
 from engine.watchdog import Watchdog
@@ -154,6 +155,7 @@ def run(settings: Settings) -> None:
         sock.close()
         raise
     say_start(settings, api_url(host, port, https=bool(transport)))
+    check_eviction(engine.client)
     requeued = engine.republish_queued()
     if requeued:
         log.info("published %d steps left queued by a previous run", requeued)

@@ -1,4 +1,4 @@
-"""`converge engine run` with CONVERGE_LOG_FORMAT=json writes its log as JSON lines."""
+"""What `converge engine run` checks and says at start: JSON lines when asked, Redis's eviction policy."""
 
 from __future__ import annotations
 
@@ -34,6 +34,27 @@ def test_the_engine_logs_json_lines_with_time_level_logger_and_message(tmp_path:
         assert entry["level"] == "INFO"
         assert entry["logger"] == "converge.engine"
         assert entry["time"].endswith("+00:00")
+        assert not any("maxmemory-policy" in e["message"] for e in _entries(log))  # noeviction: quiet
+    finally:
+        cluster.stop_all()
+        cluster.redis.close()
+        server.stop()
+
+
+def test_the_engine_warns_at_start_when_redis_may_evict_keys(tmp_path: Path) -> None:
+    server = LocalRedis(tmp_path / "redis").start()
+    cluster = Cluster(server.url, tmp_path, f"sqlite:///{tmp_path / 'converge.db'}")
+    cluster.redis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        cluster.start_engine()
+        log = cluster.logs / "engine.log"
+
+        def warned() -> bool:
+            text = log.read_text(errors="replace")
+            return "maxmemory-policy is 'allkeys-lru', not 'noeviction'" in text
+
+        wait_for(warned, 15, "the eviction warning")
+        assert "WARNING converge.engine" in log.read_text(errors="replace")
     finally:
         cluster.stop_all()
         cluster.redis.close()
