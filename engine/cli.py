@@ -159,6 +159,28 @@ def engine_run(
     service.run(settings)
 
 
+@engine.command("health")
+@url_option
+@json_option
+@handle_errors
+def engine_health(url: str | None, as_json: bool) -> None:
+    """Whether the engine answers and its Redis and store work: exit 0 if so, 3 if not (for a service
+    manager's health check)."""
+    report = client_for(url).health_report()
+    ok = bool(report.get("ok"))
+    if as_json:
+        render.emit_json(report)
+    else:
+        problems = [
+            f"{part}: {report[part].get('error')}"
+            for part in ("redis", "store")
+            if not report.get(part, {}).get("ok")
+        ]
+        click.echo("healthy" if ok else "unhealthy: " + "; ".join(problems))
+    if not ok:
+        sys.exit(3)
+
+
 @engine.command("init")
 @click.option("--san", multiple=True, help="Another host name or address for the certificate (repeatable).")
 @click.option("--force", is_flag=True, help="Renew the server certificate (the CA and its fingerprint stay).")
