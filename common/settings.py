@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator
@@ -161,6 +161,8 @@ class Settings(BaseSettings):
     # them dies another takes them over; a clean stop hands them over at once.
     duties_ttl_s: float = Field(default=10.0, ge=1)
     log_level: str = "INFO"
+    # How the engine writes its log: text lines, or JSON lines for a log collector (common.logformat).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("agents_broker_url")
     @classmethod

@@ -137,6 +137,12 @@ def engine() -> None:
     default=None,
     help="Do not migrate the store at start; refuse one behind this release (CONVERGE_MIGRATE_AT_START).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log as text lines or JSON lines (CONVERGE_LOG_FORMAT; default text).",
+)
 @handle_errors
 def engine_run(
     broker_url: str | None,
@@ -145,6 +151,7 @@ def engine_run(
     home: str | None,
     insecure_http: bool | None,
     no_migrate: bool | None,
+    log_format: str | None,
 ) -> None:
     """Run the engine: API (HTTPS with the certificate of `engine init`), dispatcher and status ingester."""
     from engine import service
@@ -156,6 +163,7 @@ def engine_run(
         home=home,
         insecure_http=insecure_http,
         migrate_at_start=False if no_migrate else None,
+        log_format=log_format,
     )
     service.run(settings)
 
@@ -179,6 +187,28 @@ def engine_migrate(store_url: str | None, as_json: bool) -> None:
             f"the store migrated from revision {result.from_revision or 'none'} to {result.to_revision} "
             f"({', '.join(result.applied)})"
         )
+
+
+@engine.command("health")
+@url_option
+@json_option
+@handle_errors
+def engine_health(url: str | None, as_json: bool) -> None:
+    """Whether the engine answers and its Redis and store work: exit 0 if so, 3 if not (for a service
+    manager's health check)."""
+    report = client_for(url).health_report()
+    ok = bool(report.get("ok"))
+    if as_json:
+        render.emit_json(report)
+    else:
+        problems = [
+            f"{part}: {report[part].get('error')}"
+            for part in ("redis", "store")
+            if not report.get(part, {}).get("ok")
+        ]
+        click.echo("healthy" if ok else "unhealthy: " + "; ".join(problems))
+    if not ok:
+        sys.exit(3)
 
 
 @engine.command("init")

@@ -93,6 +93,11 @@ class EngineClient:
         body = self._call("GET", "/v1/health")
         return self._understood(lambda: bool(body.get("ok")))
 
+    def health_report(self) -> dict[str, Any]:
+        """The document of `GET /v1/health` (no token needed)."""
+        body = self._call("GET", "/v1/health")
+        return self._understood(lambda: dict(body))
+
     def submit(self, source: str, filename: str) -> tuple[WorkflowView, bool]:
         submitted = self.apply(source, filename)
         return submitted.workflow, submitted.created

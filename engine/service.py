@@ -14,7 +14,7 @@ import redis
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from common import signing
+from common import logformat, signing
 from common.celery_app import make_app
 from common.errors import BadInput, Unreachable
 from common.settings import Settings, redact, split_bind
@@ -26,6 +26,7 @@ from engine.dispatcher import Dispatcher
 from engine.duties import Duties, default_engine_id
 from engine.eventkeys import EventKeys
 from engine.ingest import Ingester
+from engine.redischeck import check_eviction
 from engine.scheduler import Scheduler
 from engine.tls import TlsFiles
 from engine.watchdog import Watchdog
@@ -170,9 +171,7 @@ def run(settings: Settings) -> None:
     """
     host, port = split_bind(settings.api_bind)
     transport = serving(settings, host)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logformat.configure(settings.log_level, settings.log_format)
     sock = listen(host, port)
     try:
         engine = build(settings)
@@ -181,6 +180,7 @@ def run(settings: Settings) -> None:
         raise
     engine_id = settings.engine_id or default_engine_id(socket.gethostname(), port)
     say_start(settings, api_url(host, port, https=bool(transport)), engine_id)
+    check_eviction(engine.client)
     ingester = Ingester(
         engine.client,
         engine.store,
