@@ -112,6 +112,21 @@ class ImportRows:
                 return False
         return True
 
+    def reset_machine(self, source: str, name: str, catalog: str, now: float) -> bool:
+        """A `removed` machine listed again: `discovered`, without a workflow, so the monitor imports it
+        again. Only from `removed`, so two passes never reset (and import) it twice."""
+        key = (machines.c.source == source) & (machines.c.name == name) & (machines.c.state == "removed")
+        values = {
+            "state": "discovered",
+            "workflow_id": None,
+            "catalog": catalog,
+            "differences": "[]",
+            "seen_at": now,
+            "changed_at": now,
+        }
+        with self._write, self.engine.begin() as conn:
+            return bool(conn.execute(update(machines).where(key).values(**values)).rowcount)
+
     def machines(self, source: str | None = None) -> list[MachineRecord]:
         query = select(machines).order_by(machines.c.name, machines.c.source)
         if source is not None:
