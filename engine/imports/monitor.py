@@ -18,6 +18,7 @@ from pathlib import Path
 from common.store.imports import ImportRows, MachineRecord, SourceRecord
 from engine.imports import inventory
 from engine.imports.inventory import Listed
+from engine.imports.ldap import Secret, list_ldap
 from engine.imports.seen import REMOVED, changes
 
 log = logging.getLogger("converge.engine.imports")
@@ -36,17 +37,20 @@ def list_inventory(source: SourceRecord) -> list[Listed]:
     return listing.machines
 
 
-LISTERS: dict[str, Lister] = {"inventory": list_inventory}
-
-
 class Monitor:
     """Polls the due import sources, one engine thread; `run` until `stop`."""
 
-    def __init__(self, store: ImportRows, start_import: StartImport, tick_s: float = TICK_S) -> None:
+    def __init__(
+        self, store: ImportRows, start_import: StartImport, secret: Secret, tick_s: float = TICK_S
+    ) -> None:
+        """`secret`: a credential's value from the engine's vault, by name (an LDAP source's bind)."""
         self.store = store
         self.start_import = start_import
         self.tick_s = tick_s
-        self.listers = dict(LISTERS)
+        self.listers: dict[str, Lister] = {
+            "inventory": list_inventory,
+            "ldap": lambda source: list_ldap(source, secret),
+        }
         self._stop = threading.Event()
 
     def run(self) -> None:

@@ -21,6 +21,10 @@ class Starts:
         return f"wf{len(self.started)}"
 
 
+def _no_secret(name: str) -> str:
+    raise AssertionError(f"an inventory source asked for credential {name!r}")
+
+
 def _source(folder: Path) -> SourceRecord:
     return SourceRecord("inv", "inventory", {"path": str(folder)}, 60.0, "admin", 0.0, next_at=0.0)
 
@@ -33,9 +37,9 @@ def test_each_machine_is_imported_once_also_after_a_restart(tmp_path: Path) -> N
     store = open_store(url)
     store.add_source(_source(folder))
     starts = Starts()
-    Monitor(store, starts).run_once(1.0)
-    Monitor(store, starts).run_once(2.0)  # not due: nothing new
-    Monitor(open_store(url), starts).run_once(100.0)  # a restarted engine polls again
+    Monitor(store, starts, _no_secret).run_once(1.0)
+    Monitor(store, starts, _no_secret).run_once(2.0)  # not due: nothing new
+    Monitor(open_store(url), starts, _no_secret).run_once(100.0)  # a restarted engine polls again
     assert starts.started == ["web1"]
     (machine,) = store.machines()
     assert (machine.state, machine.workflow_id, machine.catalog) == ("importing", "wf1", "web")
@@ -45,8 +49,8 @@ def test_a_machine_left_discovered_is_started_by_the_next_pass(tmp_path: Path) -
     store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     assert store.discover_machine("inv", "db1", "db", 1.0)  # the engine stopped before starting it
     starts = Starts()
-    Monitor(store, starts).run_once(2.0)
-    Monitor(store, starts).run_once(3.0)
+    Monitor(store, starts, _no_secret).run_once(2.0)
+    Monitor(store, starts, _no_secret).run_once(3.0)
     assert starts.started == ["db1"]
 
 
@@ -58,7 +62,7 @@ def test_a_removed_machine_is_flagged_and_imported_again_when_back(tmp_path: Pat
     store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     store.add_source(_source(folder))
     starts = Starts()
-    monitor = Monitor(store, starts)
+    monitor = Monitor(store, starts, _no_secret)
     monitor.run_once(1.0)
     listed.unlink()
     monitor.run_once(70.0)
@@ -75,7 +79,7 @@ def test_a_source_that_cannot_be_read_says_why_and_starts_nothing(tmp_path: Path
     store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     store.add_source(_source(tmp_path / "absent"))
     starts = Starts()
-    Monitor(store, starts).run_once(1.0)
+    Monitor(store, starts, _no_secret).run_once(1.0)
     assert starts.started == []
     (source,) = store.import_sources()
     assert source.error is not None and "does not exist" in source.error
