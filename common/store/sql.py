@@ -46,6 +46,7 @@ from common.store import migrate as migrations
 from common.store.console import ConsoleRows
 from common.store.credentials import CredentialRows
 from common.store.finished import FinishedRows, chunks
+from common.store.imports import ImportRows
 from common.store.interface import (
     Created,
     EnrollmentRecord,
@@ -195,11 +196,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class SqlStore(ConsoleRows, CredentialRows, FinishedRows, PolicyRows, StatsRows, ScheduleRows):
+class SqlStore(ConsoleRows, CredentialRows, FinishedRows, ImportRows, PolicyRows, StatsRows, ScheduleRows):
     """Workflows and steps in two tables; every change to a workflow happens in one transaction. The
     vault's tables are CredentialRows'; finding by id prefix and pruning by age are FinishedRows'; the
     agents' policies are PolicyRows'; the metrics' counts are StatsRows'; schedules are ScheduleRows'; the
-    console's pages are ConsoleRows'."""
+    console's pages are ConsoleRows'; import sources and their machines are ImportRows'."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

@@ -187,3 +187,34 @@ schedules = Table(
     Column("workflow_id", String(64)),  # the last correction an `enforce` schedule applied
     Index("ix_schedules_next", "next_at"),
 )
+
+# Import sources (engine.imports): an LDAP directory or an inventory folder polled every `every_s`
+# (`converge sources add`); `config` is the kind's settings as JSON (url, base DNs, filter, credential, path).
+import_sources = Table(
+    "converge_import_sources",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("kind", String(16), nullable=False),  # ldap, inventory
+    Column("config", Text, nullable=False),
+    Column("every_s", Float, nullable=False),
+    Column("set_by", String(64), nullable=False),
+    Column("set_at", Float, nullable=False),
+    Column("next_at", Float, nullable=False),
+    Column("polled_at", Float),
+    Column("error", Text),  # what the last poll could not do, or None
+)
+
+# Machines a source listed (`converge machines list`). One row per (source, name), inserted only if absent,
+# so two polls or a restarted engine never start two imports of one machine.
+machines = Table(
+    "converge_machines",
+    metadata,
+    Column("source", String(255), primary_key=True),
+    Column("name", String(255), primary_key=True),  # the host name its agent reports
+    Column("catalog", String(255), nullable=False),
+    Column("state", String(16), nullable=False),  # discovered, importing, imported, failed, removed
+    Column("workflow_id", String(64)),  # its import workflow
+    Column("differences", Text, nullable=False),  # JSON: the capability test's differences, last failure
+    Column("seen_at", Float, nullable=False),
+    Column("changed_at", Float, nullable=False),
+)
