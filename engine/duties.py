@@ -160,6 +160,10 @@ class Duties:
         except redis.RedisError:
             pass  # the lease and the entry expire by themselves
 
+    def others(self) -> list[str]:
+        """The other engines alive at the last tick."""
+        return sorted({run.split("/", 1)[0] for run in self._seen} - {self.engine_id})
+
     def describe(self) -> dict[str, object]:
         """For `/v1/health`: this engine, the holder of the duties, and the engines alive."""
         return {

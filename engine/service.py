@@ -201,6 +201,13 @@ def run(settings: Settings) -> None:
     except redis.RedisError as exc:
         sock.close()
         raise Unreachable(f"cannot reach Redis at {redact(settings.broker_url)} ({exc})") from exc
+    others = duties.others()
+    if others and settings.store_url.startswith("sqlite"):
+        log.warning(
+            "engines %s share this SQLite store: several engines need PostgreSQL, whose row locks keep "
+            "their status records consistent; run one engine on SQLite",
+            ", ".join(others),
+        )
     watchdog = Watchdog(engine, leading=duties.leading)
     checker = Scheduler(engine, leading=duties.leading)
     threads = [

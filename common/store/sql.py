@@ -186,6 +186,25 @@ def open_store(url: str, *, migrate: bool = True, pool: Pool | None = None) -> S
     return store
 
 
+def _lock_workflows(conn: Connection, ids: set[str]) -> None:
+    """Lock these workflows' rows until the transaction ends (PostgreSQL's SELECT ... FOR UPDATE, in one
+    order so that two transactions never wait on each other).
+
+    Several engines record status at once, each in its own transaction: without this, two steps that a
+    third depends on can succeed in two transactions that each see the other's step unfinished, and
+    neither releases the third (write skew under READ COMMITTED). With the lock, the second waits for the
+    first and then reads its steps. SQLite writes one transaction at a time and has no FOR UPDATE
+    (SQLAlchemy leaves it out); several engines need PostgreSQL.
+    """
+    if ids:
+        conn.execute(
+            select(workflows.c.id)
+            .where(workflows.c.id.in_(sorted(ids)))
+            .order_by(workflows.c.id)
+            .with_for_update()
+        )
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -263,6 +282,7 @@ class SqlStore(ConsoleRows, CredentialRows, FinishedRows, ImportRows, PolicyRows
         if not events:
             return result
         with self._write, self.engine.begin() as conn:
+            _lock_workflows(conn, {e.workflow_id for e in events})
             rows = self._load(conn, {e.step_id for e in events}, _LOAD_FOR_EVENTS)
             states = self._workflow_states(conn, {r["workflow_id"] for r in rows.values()})
             released: list[str] = []
@@ -321,6 +341,7 @@ class SqlStore(ConsoleRows, CredentialRows, FinishedRows, ImportRows, PolicyRows
     def cancel(self, workflow_id: str) -> StopResult:
         """Cancel a workflow: queued steps never start, running ones are to be stopped by their agents."""
         with self._write, self.engine.begin() as conn:
+            _lock_workflows(conn, {workflow_id})
             state = self._workflow_states(conn, {workflow_id}).get(workflow_id)
             if state is None:
                 raise NotFound(f"no workflow {workflow_id}")
@@ -388,6 +409,7 @@ class SqlStore(ConsoleRows, CredentialRows, FinishedRows, ImportRows, PolicyRows
     def retry(self, workflow_id: str) -> list[StepMessage]:
         """Run a failed, aborted or cancelled workflow again: each step not yet succeeded, a new attempt."""
         with self._write, self.engine.begin() as conn:
+            _lock_workflows(conn, {workflow_id})
             state = self._workflow_states(conn, {workflow_id}).get(workflow_id)
             if state is None:
                 raise NotFound(f"no workflow {workflow_id}")
