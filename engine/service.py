@@ -165,7 +165,8 @@ def _taken_over(engine: Engine, ingester: Ingester, gone: list[str], absent: lis
 
 
 def run(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM. Steps left `queued` by a previous run are published again first.
+    """Run until SIGINT/SIGTERM. The engine that holds the singleton duties (engine.duties) publishes the
+    steps left `queued` by a previous run or a stopped engine again.
 
     `settings` come from `load_settings`, checked before anything starts.
     """

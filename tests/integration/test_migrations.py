@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy.pool import QueuePool
 
 from common.store import Pool, migrate, open_store
 from common.store.tables import metadata as today
-from tests.integration.conftest import PG_URL, SECURITY_VARIABLES
+from tests.integration.conftest import SECURITY_VARIABLES, postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -30,16 +29,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    if not PG_URL:
-        pytest.fail("CONVERGE_TEST_POSTGRES_URL must be set: the migration tests run on PostgreSQL too")
-    name = f"converge_mig_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    yield PG_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_database() as url:
+        yield url
 
 
 def _value(column: Column[Any], n: int) -> Any:
@@ -225,14 +216,7 @@ def test_engine_migrate_on_an_unreachable_store_exits_3() -> None:
 
 
 def test_engines_starting_at_once_on_postgresql_migrate_one_at_a_time() -> None:
-    if not PG_URL:
-        pytest.fail("CONVERGE_TEST_POSTGRES_URL must be set: the migration tests run on PostgreSQL too")
-    name = f"converge_mig_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    url = PG_URL.rsplit("/", 1)[0] + "/" + name
-    try:
+    with postgres_database() as url:
         results: list[migrate.Migration] = []
         errors: list[BaseException] = []
         start = threading.Barrier(4)
@@ -255,10 +239,6 @@ def test_engines_starting_at_once_on_postgresql_migrate_one_at_a_time() -> None:
         assert errors == []
         assert len(results) == 4
         assert sum(1 for r in results if r.applied) == 1  # one migrated, the others found it current
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_the_pool_settings_reach_a_postgresql_store_and_sqlite_ignores_them(store_url: str) -> None:
