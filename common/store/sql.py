@@ -194,9 +194,9 @@ def _lock_workflows(conn: Connection, ids: set[str]) -> None:
     third depends on can succeed in two transactions that each see the other's step unfinished, and
     neither releases the third (write skew under READ COMMITTED). With the lock, the second waits for the
     first and then reads its steps. SQLite writes one transaction at a time and has no FOR UPDATE
-    (SQLAlchemy leaves it out); several engines need PostgreSQL.
+    (SQLAlchemy leaves it out), so there the query is not even sent; several engines need PostgreSQL.
     """
-    if ids:
+    if ids and conn.dialect.name == "postgresql":
         conn.execute(
             select(workflows.c.id)
             .where(workflows.c.id.in_(sorted(ids)))
