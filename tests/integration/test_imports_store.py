@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 
 from common.store.sql import SqlStore, open_store
-from common.store.tables import metadata
+from tests.integration.conftest import postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    found = f"sqlite:///{tmp_path / 'store.db'}"
-    if request.param == "postgresql":
-        found = request.getfixturevalue("postgres_url")
-    yield found
-    cleanup = open_store(found)
-    metadata.drop_all(cleanup.engine)
-    cleanup.close()
+    """A store of its own: the session's PostgreSQL database is shared, and dropping its tables here
+    would leave the migrations' record behind, so the next test's store would find no tables."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    with postgres_database() as found:
+        yield found
 
 
 def test_two_engines_discovering_one_machine_at_once_insert_it_once(url: str) -> None:
