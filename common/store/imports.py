@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 
-from common.store.tables import import_sources, machines
+from common.store.tables import catalogs, import_sources, machines
 
 MACHINE_STATES = ("discovered", "importing", "imported", "failed", "removed")
 
@@ -39,6 +39,18 @@ class MachineRecord:
     differences: list[str]
     seen_at: float
     changed_at: float
+
+
+@dataclass(frozen=True)
+class CatalogRecord:
+    """A catalog: machines validated against `expected` (a capability document), or against the document
+    of the `reference` machine's agent; their agents are admitted with `roles`."""
+
+    name: str
+    expected: str | None
+    reference: str | None
+    roles: list[str]
+    set_at: float
 
 
 class ImportRows:
@@ -161,3 +173,29 @@ class ImportRows:
         key = (machines.c.source == source) & (machines.c.name == name)
         with self._write, self.engine.begin() as conn:
             return bool(conn.execute(update(machines).where(key).values(**values)).rowcount)
+
+    # -- catalogs ---------------------------------------------------------------------------------------
+
+    def put_catalog(self, record: CatalogRecord) -> bool:
+        """Stores the catalog; True if that changed it (new, or another document, reference or roles)."""
+        row = asdict(record) | {"roles": json.dumps(sorted(record.roles))}
+        with self._write, self.engine.begin() as conn:
+            key = catalogs.c.name == record.name
+            known = conn.execute(select(catalogs).where(key)).mappings().first()
+            if known is not None:
+                same = all(known[k] == row[k] for k in ("expected", "reference", "roles"))
+                if same:
+                    return False
+                conn.execute(catalogs.delete().where(key))
+            conn.execute(catalogs.insert(), [row])
+        return True
+
+    def catalog(self, name: str) -> CatalogRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(catalogs).where(catalogs.c.name == name)).mappings().first()
+        return None if row is None else CatalogRecord(**{**row, "roles": json.loads(row["roles"])})
+
+    def catalogs(self) -> list[CatalogRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(catalogs).order_by(catalogs.c.name)).mappings().all()
+        return [CatalogRecord(**{**row, "roles": json.loads(row["roles"])}) for row in rows]

@@ -218,3 +218,16 @@ machines = Table(
     Column("seen_at", Float, nullable=False),
     Column("changed_at", Float, nullable=False),
 )
+
+# Catalogs (resources of kind `catalog`, stored by the engine's own agent): the capability document its
+# machines must have (`expected`), or the machine whose document is the master image (`reference`), and the
+# roles its machines' agents are admitted with.
+catalogs = Table(
+    "converge_catalogs",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("expected", Text),  # a capability document, XML or JSON; None with a reference
+    Column("reference", String(255)),  # a machine's host name; None with an expected document
+    Column("roles", Text, nullable=False),  # JSON list
+    Column("set_at", Float, nullable=False),
+)
