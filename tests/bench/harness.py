@@ -106,6 +106,7 @@ class Stack:
             # HTTPS with a token, as in production: the throughput ratio includes their cost.
             CONVERGE_URL=f"https://127.0.0.1:{port}",
             CONVERGE_HOME=str(self.workdir / "engine-home"),
+            CONVERGE_LOCAL_AGENT="false",  # the agents measured are the harness's own
             CONVERGE_AGENT_STATE_DIR=str(self.workdir / "agent-state"),
             CONVERGE_AGENT_ENGINE_KEY=str(self.workdir / "engine-home" / "keys" / "signing.pub"),
             BENCH_BROKER_URL=self.redis_server.url,
@@ -211,14 +212,27 @@ class Stack:
             return False
 
     def start_agent(
-        self, agent_id: str, *, role: str = BENCH_ROLE, throttle: int = 20, task_events: bool | None = None
+        self,
+        agent_id: str,
+        *,
+        role: str = BENCH_ROLE,
+        throttle: int = 20,
+        task_events: bool | None = None,
+        autoscale: bool | None = None,
     ) -> Child:
-        """`python -m agents run`; `task_events` None leaves the agent's default (on, as shipped)."""
+        """`python -m agents run`; `task_events` and `autoscale` None leave the agent's defaults (on, as
+        shipped); `autoscale=False` keeps `throttle` pool processes, as `celery worker -c` does."""
         argv = [sys.executable, "-m", "agents", "run", "--role", role, "--id", agent_id]
+        shared = dict(self.env)
+        if autoscale is not None:
+            self.env["CONVERGE_AGENT_AUTOSCALE"] = "true" if autoscale else "false"
         argv += ["--throttle", str(throttle)]
         if task_events is not None:
             argv.append("--task-events" if task_events else "--no-task-events")
-        child = self.spawn(f"agent-{agent_id}", argv)
+        try:
+            child = self.spawn(f"agent-{agent_id}", argv)
+        finally:
+            self.env = shared
         self._wait(
             lambda: self.agent_state(agent_id) in ("active", "backup"), 90, f"agent {agent_id} to be up"
         )

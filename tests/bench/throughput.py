@@ -84,7 +84,7 @@ def run(ctx: BenchContext, result: BenchResult) -> None:
     chain_len = 20 if ctx.quick else 200
     result.notes.append(
         f"N = {n}; two matched pairs, {rounds} rounds each alternating Converge, Celery (delay() then get()) "
-        "(and Celery without results in the events-off pair); one agent `--throttle 20` and one "
+        "(and Celery without results in the events-off pair); one agent `--throttle 20` with autoscale off (20 pool processes at all times) and one "
         "`celery worker -P prefork -c 20 --prefetch-multiplier 1 -O fair`, both late ack, prefetch 1 and "
         "JSON, on the same private Redis. Events on: the agent as shipped (task events on) against the worker "
         "with `-E`; events off: the agent with `--no-task-events` against the worker without `-E`. The agent "
@@ -159,7 +159,7 @@ def start_pair(ctx: BenchContext, stack: Stack, pair: Pair) -> tuple[Child, Chil
     flag = "task events on (as shipped)" if pair.events else "--no-task-events"
     ctx.say(f"throughput: {pair.tag}: starting an agent with {flag} and the worker{' -E' * pair.events}")
     agent_id = "bench-events" if pair.events else "bench-no-events"
-    agent = stack.start_agent(agent_id, task_events=None if pair.events else False)
+    agent = stack.start_agent(agent_id, task_events=None if pair.events else False, autoscale=False)
     worker = stack.start_baseline_worker(events=pair.events)
     return agent, worker
 
