@@ -128,6 +128,8 @@ class AgentSettings(BaseSettings):
     execution_policy: Literal["restricted", "unrestricted"] = "restricted"
     # A capability document (XML or JSON) for `converge-agent capabilities` to show instead of the host's.
     capabilities_file: Path | None = None
+    # The host name it enrolls with, which an import source names the machine by; empty: the OS's.
+    host_name: str = ""
 
     @model_validator(mode="after")
     def _default_id(self) -> Self:

@@ -20,6 +20,8 @@ from common.policy import AgentPolicy
 from common.settings import redact
 
 TIMEOUT_S = 10.0
+# The routes only the engine's own agent may call (the import workflow and catalogs).
+ENGINE_ROUTES = "/v1/agent/engine/"
 
 
 class EngineApiError(Exception):
@@ -93,6 +95,12 @@ class EngineApi:
                 "agent and the engine the same version?",
                 retryable=False,
             ) from None
+
+    def engine_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """A route for the engine's own agent (`/v1/agent/engine/...`); no other path."""
+        if not path.startswith(ENGINE_ROUTES):
+            raise EngineApiError(f"{path} is not one of the engine's own agent routes", retryable=False)
+        return self._send(method, path, json=body)
 
     def enroll(self, request: EnrollRequest) -> Admission:
         """Ask to be admitted (an open route: the agent has no token yet); the answer is its state."""

@@ -14,10 +14,12 @@ enroll: that is the trusted path, for agents on the engine's own host (`converge
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import platform
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,14 +33,15 @@ from pydantic import ValidationError
 from agents.config import AgentSettings
 from agents.engine_api import EngineApi, EngineApiError
 from common import signing
-from common.errors import Refused
-from common.models import ADMISSION_FILE, Admission, EnrollRequest, StatusRequest
+from common.errors import ConvergeError, Refused
+from common.models import ADMISSION_FILE, AGENT_KEY_FILE, Admission, EnrollRequest, StatusRequest
 from common.settings import redact
 from common.version import converge_version
+from workflows.capabilities import to_json
 
 log = logging.getLogger("converge.agent")
 
-KEY_FILE = "agent.key"
+KEY_FILE = AGENT_KEY_FILE
 ENGINE_KEY_FILE = "engine.pub"
 POLL_S = 2.0
 
@@ -63,10 +66,12 @@ def admitted(settings: AgentSettings, poll_s: float = POLL_S) -> tuple[AgentSett
     return settings.model_copy(update=update), base64.b64decode(kept.event_key or "")
 
 
-def capabilities() -> dict[str, Any]:
-    """The facts of this host the operator sees before admitting the agent."""
+def capabilities(settings: AgentSettings) -> dict[str, Any]:
+    """The facts of this host the operator sees before admitting the agent, and its capability document,
+    which an import validates against its catalog (workflows.kinds.imports)."""
     return {
-        "hostname": socket.gethostname(),
+        "hostname": settings.host_name or socket.gethostname(),
+        "document": capability_document(settings),
         "os_release": os_release(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -74,6 +79,20 @@ def capabilities() -> dict[str, Any]:
         "python": platform.python_version(),
         "converge_version": converge_version(),
     }
+
+
+def capability_document(settings: AgentSettings) -> dict[str, Any] | None:
+    """The document of `capabilities_file`, else the host's; None (and a warning) when it cannot be read."""
+    from agents.capabilities import document_from_file, host_document  # which reads os_release here
+
+    try:
+        path = settings.capabilities_file
+        document = document_from_file(path) if path else host_document()
+    except (ConvergeError, OSError, subprocess.SubprocessError) as exc:
+        log.warning("enrolling without a capability document (an import cannot validate it): %s", exc)
+        return None
+    loaded: dict[str, Any] = json.loads(to_json(document))
+    return loaded
 
 
 def os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
@@ -90,7 +109,10 @@ def os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
 def _enroll_and_wait(settings: AgentSettings, key: Ed25519PrivateKey, poll_s: float) -> Admission:
     api = EngineApi(settings.engine_url, "", settings.engine_ca)
     request = EnrollRequest(
-        id=settings.id, roles=settings.roles, public_key=signing.public_pem(key), capabilities=capabilities()
+        id=settings.id,
+        roles=settings.roles,
+        public_key=signing.public_pem(key),
+        capabilities=capabilities(settings),
     )
     answer = _patiently(lambda: api.enroll(request), poll_s)
     log.warning(

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -217,8 +217,11 @@ class StepProgress:
         interval_s: float,
         control: StepControl | None,
         allowed_paths: Sequence[Path] = EVERYWHERE,
+        validators: Callable[[str], Callable[..., Any]] | None = None,
     ) -> None:
+        """`validators`: the agent registry's, with its extensions (Registry.validator)."""
         self.reporter = reporter
+        self._validators = validators
         self.message = message
         self.interval_s = interval_s
         self.control = control
@@ -230,6 +233,10 @@ class StepProgress:
     @property
     def step_id(self) -> str:
         return self.message.step_id
+
+    @property
+    def resource(self) -> str:
+        return self.message.resource
 
     @property
     def agent_id(self) -> str:
@@ -291,3 +298,24 @@ class StepProgress:
             return engine.credential(name, step.step_id, step.attempt, step.epoch)
         except EngineApiError as exc:
             raise StepError(f"credential {name!r}: {exc}", retryable=exc.retryable) from None
+
+    def engine_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The engine's routes for its own agent; the engine refuses any other agent (403)."""
+        engine = self.reporter.engine
+        if engine is None:
+            raise StepError(
+                f"{method} {path}: agent {self.agent_id} has no engine_url and api_token: only the engine's "
+                "own agent runs this kind",
+                retryable=False,
+            )
+        try:
+            return engine.engine_call(method, path, body)
+        except EngineApiError as exc:
+            raise StepError(f"{method} {path}: {exc}", retryable=exc.retryable) from None
+
+    def validator(self, name: str) -> Callable[..., Any]:
+        if self._validators is None:
+            from workflows.registry import default_registry
+
+            return default_registry(packages=False).validator(name)
+        return self._validators(name)

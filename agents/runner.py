@@ -126,7 +126,14 @@ class StepRunner:
         if epoch != message.epoch:  # the leadership changed since the engine sent it: report under ours
             message = message.model_copy(update={"epoch": epoch})
             self.reporter.outbox.begin(message)
-        ctx = StepProgress(self.reporter, message, self.progress_interval_s, self.control, self.allowed_paths)
+        ctx = StepProgress(
+            self.reporter,
+            message,
+            self.progress_interval_s,
+            self.control,
+            self.allowed_paths,
+            self.registry.validator,
+        )
         ctx.next_seq()  # `started` went out with the claim
         timeout_s = message.timeout_s or self.step_timeout_s
 
@@ -206,7 +213,14 @@ class StepRunner:
 
     def _check(self, message: StepMessage) -> None:
         assert message.reply_to is not None
-        ctx = StepProgress(self.reporter, message, self.progress_interval_s, None, self.allowed_paths)
+        ctx = StepProgress(
+            self.reporter,
+            message,
+            self.progress_interval_s,
+            None,
+            self.allowed_paths,
+            self.registry.validator,
+        )
         result = CheckResult(step_id=message.step_id, resource=message.resource, agent=self.agent_id)
         wrong = self.misrouted(message)
         try:

@@ -260,6 +260,8 @@ class StatusRequest(BaseModel):
 
 # Where an agent keeps its Admission, in its state folder (readable by its user only).
 ADMISSION_FILE = "admission.json"
+# Its Ed25519 key, in the same folder: the engine makes its own agent's before starting it.
+AGENT_KEY_FILE = "agent.key"
 
 
 class Admission(BaseModel):

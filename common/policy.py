@@ -78,6 +78,7 @@ REFUSED: dict[str, str] = {
     "engine_key": "it is what the agent checks the engine's steps against: it cannot come from the engine",
     "engine_url": "it is how the agent reaches the engine that sends it the policy",
     "engine_ca": "it is how the agent checks the engine that sends it the policy",
+    "host_name": "it names the machine the agent runs on, by which an import admits it",
 }
 
 

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     # `converge engine run` migrates the store to this release's schema at start; off: it refuses a store
     # behind it, and the operator runs `converge engine migrate` (docs/operations.md, Upgrading the store).
     migrate_at_start: bool = True
+    # `converge engine run` starts the engine's own agent (role `engine`: imports and catalogs,
+    # engine.local_agent) as its child; off where the operator runs it as a service of its own.
+    local_agent: bool = True
     # A PostgreSQL store's connection pool (a SQLite store ignores them): connections kept open, extra
     # ones opened under load, how long a request waits for one, and the age at which one is replaced.
     store_pool_size: int = Field(default=5, gt=0)

@@ -41,11 +41,14 @@ from engine.core import Engine
 log = logging.getLogger("converge.engine.admission")
 
 Action = Literal["admit", "deny", "revoke"]
+# The role of the engine's own agent, which runs the import workflows and stores catalogs.
+LOCAL_ROLE = "engine"
 # A status request signed longer ago (or ahead) than this is refused: a captured one soon goes stale.
 CLOCK_SKEW_S = 60.0
 # Enrolling needs no token: past this many pending agents, new ones are refused until the operator decides.
 MAX_PENDING = 1000
-MAX_CAPABILITIES_BYTES = 16 * 1024
+# Room for a capability document of a host with a few thousand packages.
+MAX_CAPABILITIES_BYTES = 256 * 1024
 
 # What each decision leads to, from which states it may be taken (again too: it is idempotent), and what to
 # do instead from the others.
@@ -92,8 +95,10 @@ def check_request(request: EnrollRequest) -> None:
         raise BadInput(f"the capability document is larger than {MAX_CAPABILITIES_BYTES} bytes")
 
 
-def enroll(store: Store, request: EnrollRequest, now: float) -> Admission:
-    """Record a new agent as pending, or answer an agent that enrolls again with the same key."""
+def enroll(store: Store, request: EnrollRequest, now: float, own_key: str | None = None) -> Admission:
+    """Record a new agent as pending, or answer an agent that enrolls again with the same key. The engine's
+    own agent (role `engine` alone, with `own_key`, which the engine made: engine.local_agent) is admitted
+    at once."""
     check_request(request)
     known = store.enrollment(request.id)
     if known is None and sum(e.state == "pending" for e in store.enrollments()) >= MAX_PENDING:
@@ -109,7 +114,12 @@ def enroll(store: Store, request: EnrollRequest, now: float) -> Admission:
         last_seen_at=now,
     )
     stored = store.enroll(record)
-    if stored is record:  # new (the store returns the known enrollment otherwise)
+    own = own_key is not None and request.public_key.strip() == own_key.strip()
+    if own and record.roles == [LOCAL_ROLE] and stored.state == "pending":
+        store.set_enrollment_state(record.id, "admitted", now)
+        log.info("the engine's own agent %s is admitted", record.id)
+        stored = store.enrollment(record.id) or stored
+    elif stored is record:  # new (the store returns the known enrollment otherwise)
         log.warning(
             "agent %s (roles %s) enrolled and waits: `converge agents admit %s` or `... deny %s`",
             record.id,
@@ -219,7 +229,7 @@ def install_routes(api: FastAPI, engine: Engine) -> None:
 
     @api.post("/v1/enroll")
     def enroll_route(body: EnrollRequest) -> Admission:
-        return enroll(engine.store, body, time.time())
+        return enroll(engine.store, body, time.time(), engine.local_agent_key)
 
     @api.post("/v1/enroll/status")
     def status_route(body: StatusRequest) -> Admission:

@@ -26,6 +26,7 @@ from engine.core import Engine
 from engine.fleet import forget, list_agents
 from engine.health import StoreWatch
 from engine.health import report as health_report
+from engine.imports import agent_routes
 from engine.tls import TlsFiles
 from workflows.sources import DesiredInput, SourceFile
 
@@ -71,6 +72,7 @@ def create_api(engine: Engine) -> FastAPI:
     _health_routes(api, engine)
     vault.install_routes(api, engine, authenticator)
     admission.install_routes(api, engine)
+    agent_routes.install_routes(api, engine)
     scheduler.install_routes(api, engine)
     policy.install_routes(api, engine.store)
     _workflow_routes(api, engine)

@@ -138,6 +138,13 @@ def engine() -> None:
     help="Do not migrate the store at start; refuse one behind this release (CONVERGE_MIGRATE_AT_START).",
 )
 @click.option(
+    "--no-local-agent",
+    "no_local_agent",
+    is_flag=True,
+    default=None,
+    help="Do not start the engine's own agent (role engine: imports, catalogs) (CONVERGE_LOCAL_AGENT).",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default=None,
@@ -151,6 +158,7 @@ def engine_run(
     home: str | None,
     insecure_http: bool | None,
     no_migrate: bool | None,
+    no_local_agent: bool | None,
     log_format: str | None,
 ) -> None:
     """Run the engine: API (HTTPS with the certificate of `engine init`), dispatcher and status ingester."""
@@ -163,6 +171,7 @@ def engine_run(
         home=home,
         insecure_http=insecure_http,
         migrate_at_start=False if no_migrate else None,
+        local_agent=False if no_local_agent else None,
         log_format=log_format,
     )
     service.run(settings)

@@ -64,6 +64,8 @@ class Engine:
     republish_wanted: bool = False
     # The singleton duties, when this engine campaigns for them (the service); None: it holds them alone.
     duties: Duties | None = None
+    # The public key (PEM) of this engine's own agent (engine.local_agent), admitted as it enrolls.
+    local_agent_key: str | None = None
 
     def submit(self, source: str, filename: str) -> tuple[WorkflowView, bool]:
         """Validate, plan, persist and dispatch. Returns the workflow and whether it is new."""

@@ -26,6 +26,7 @@ from engine.dispatcher import Dispatcher
 from engine.duties import Duties, default_engine_id
 from engine.eventkeys import EventKeys
 from engine.ingest import Ingester
+from engine.local_agent import LocalAgent
 from engine.redischeck import check_eviction
 from engine.scheduler import Scheduler
 from engine.tls import TlsFiles
@@ -164,6 +165,18 @@ def _taken_over(engine: Engine, ingester: Ingester, gone: list[str], absent: lis
     _republish(engine, f"left queued by engines {', '.join(gone)}")
 
 
+def own_agent(
+    settings: Settings, engine: Engine, engine_id: str, host: str, port: int, *, https: bool
+) -> LocalAgent | None:
+    """The engine's own agent (engine.local_agent), unless `local_agent` is off; the engine admits it."""
+    if not settings.local_agent:
+        return None
+    reach = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    agent = LocalAgent(settings.home, engine_id, api_url(reach, port, https), https)
+    engine.local_agent_key = agent.key
+    return agent
+
+
 def run(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM. The engine that holds the singleton duties (engine.duties) publishes the
     steps left `queued` by a previous run or a stopped engine again.
@@ -209,6 +222,7 @@ def run(settings: Settings) -> None:
             "their status records consistent; run one engine on SQLite",
             ", ".join(others),
         )
+    local = own_agent(settings, engine, engine_id, host, port, https=bool(transport))
     watchdog = Watchdog(engine, leading=duties.leading)
     checker = Scheduler(engine, leading=duties.leading)
     threads = [
@@ -219,11 +233,15 @@ def run(settings: Settings) -> None:
     ]
     for thread in threads:
         thread.start()
+    if local is not None:
+        local.start()
     try:
         config = uvicorn.Config(create_api(engine), host=host, port=port, log_level="warning", **transport)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+        if local is not None:
+            local.stop()  # first: its steps end while the engine still records their status
         ingester.stop()
         watchdog.stop()
         checker.stop()

@@ -83,6 +83,7 @@ def up(file: str | None, home: Path, *, once: bool, timeout_s: float, as_json: b
             CONVERGE_AGENT_ENGINE_KEY=str(home / SIGNING_PUBLIC),
             CONVERGE_HOME=str(home),
             CONVERGE_INSECURE_HTTP="1",  # the engine listens on loopback only
+            CONVERGE_LOCAL_AGENT="true",  # its own agent, role `engine`: imports and catalogs
         )
         env["CONVERGE_URL"] = f"http://{env['CONVERGE_API_BIND']}"
         token = _own_token(env["CONVERGE_STORE_URL"])

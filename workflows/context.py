@@ -3,7 +3,7 @@ credentials its resource lists."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +20,11 @@ class StepContext(Protocol):
 
     @property
     def step_id(self) -> str: ...
+
+    @property
+    def resource(self) -> str:
+        """`kind/name` of the resource the step converges (a catalog is named by it)."""
+        ...
 
     @property
     def agent_id(self) -> str:
@@ -57,6 +62,17 @@ class StepContext(Protocol):
         retryable when the engine refused, retryable when it could not be reached), which holds no value."""
         ...
 
+    def engine_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """A call to the engine's routes for its own agent (`/v1/agent/engine/...`), as this agent: only the
+        engine-local agent (role `engine`) is allowed them. Raises StepError (retryable when the engine could
+        not be reached); the answer is the route's JSON."""
+        ...
+
+    def validator(self, name: str) -> Callable[..., Any]:
+        """The validator registered as `name` on this agent, an extension's if one replaced it (the
+        capability test: workflows.capabilities.CAPABILITY_TEST)."""
+        ...
+
 
 class StepStopped(Exception):
     """Raised inside a step that was cancelled or timed out; providers let it propagate."""
@@ -69,15 +85,22 @@ class NullContext:
     def __init__(
         self,
         step_id: str = "local",
+        resource: str = "local/local",
         agent_id: str = "local",
         epoch: int = 0,
         allowed_paths: Sequence[Path] = EVERYWHERE,
         credentials: Mapping[str, str] | None = None,
+        engine: Callable[[str, str, dict[str, Any] | None], Any] | None = None,
+        validators: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
+        """`engine` answers engine_call (a test's engine); `validators` replace the built-in ones."""
         self._step_id = step_id
+        self._resource = resource
         self._credentials = dict(credentials or {})
         self._agent_id = agent_id
         self._epoch = epoch
+        self._engine = engine
+        self._validators = dict(validators or {})
         self._allowed_paths = tuple(allowed_paths)
         self.reports: list[tuple[float | None, str | None]] = []
         self.lines: list[str] = []
@@ -87,6 +110,10 @@ class NullContext:
     @property
     def step_id(self) -> str:
         return self._step_id
+
+    @property
+    def resource(self) -> str:
+        return self._resource
 
     @property
     def agent_id(self) -> str:
@@ -118,3 +145,17 @@ class NullContext:
 
             raise StepError(f"no credential {name!r} in this context", retryable=False)
         return self._credentials[name]
+
+    def engine_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        if self._engine is None:
+            from workflows.registry import StepError
+
+            raise StepError(f"no engine in this context for {method} {path}", retryable=False)
+        return self._engine(method, path, body)
+
+    def validator(self, name: str) -> Callable[..., Any]:
+        if name in self._validators:
+            return self._validators[name]
+        from workflows.registry import default_registry
+
+        return default_registry(packages=False).validator(name)

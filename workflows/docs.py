@@ -75,6 +75,16 @@ EXAMPLES: dict[str, str] = {
   name: deployers
   role: web
   spec: {name: deployers, gid: 1500}""",
+    "catalog": """\
+- kind: catalog
+  name: desktops
+  spec:
+    roles: [desktop]
+    expected: {os: {ID: debian, VERSION_ID: "12"}, applications: {libreoffice: "4:7.4.7-1"}}""",
+    "machine_import": """\
+- kind: machine_import
+  name: ws-017
+  spec: {machine: ws-017, source: corp-ldap, catalog: desktops, wait_s: 600}""",
 }
 """One resource of each built-in kind, as a desired state lists it (the tests load each one)."""
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -665,7 +665,11 @@ class SqlStore(ConsoleRows, CredentialRows, FinishedRows, ImportRows, PolicyRows
             row = conn.execute(select(enrollments).where(enrollments.c.id == record.id)).mappings().first()
             known = None if row is None else _enrollment(row)
             if known is not None and known.public_key == record.public_key:
-                return known
+                # the same agent again: what it tells of its host now (a fixed capability document, which a
+                # retried import validates), its decision unchanged
+                facts = {"capabilities": json.dumps(record.capabilities), "last_seen_at": record.last_seen_at}
+                conn.execute(enrollments.update().where(enrollments.c.id == record.id).values(**facts))
+                return replace(known, capabilities=record.capabilities, last_seen_at=record.last_seen_at)
             if known is not None and known.state != "revoked":
                 raise Refused(
                     f"agent {record.id!r} enrolled with another key, and this is not that agent: give it "

@@ -126,6 +126,8 @@ class Cluster:
             CONVERGE_URL=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
             CONVERGE_HOME=str(workdir / "engine-home"),
             CONVERGE_PLAN_TIMEOUT_S="20",
+            # the engine's own agent only where a test asks for it (start_engine(CONVERGE_LOCAL_AGENT=...))
+            CONVERGE_LOCAL_AGENT="false",
             # never a developer's own ~/.config/converge/agent.toml
             CONVERGE_AGENT_CONFIG=str(workdir / "agent.toml"),
             CONVERGE_AGENT_STATE_DIR=str(workdir / "agent-state"),

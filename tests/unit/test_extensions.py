@@ -92,7 +92,7 @@ def test_hooks_run_before_and_after_and_an_after_check_may_change_the_change(tmp
     [
         (
             "ext.replace('fil', 'apply', print)",
-            "unknown kind 'fil' (known kinds: command, directory, file, group, package, user, wait_for)",
+            "unknown kind 'fil' (known kinds: catalog, command, directory, file, group, machine_import, package, user, wait_for)",
         ),
         ("ext.before('file', 'plan', print)", "unknown part 'plan' of a kind (known parts: check, apply)"),
         (

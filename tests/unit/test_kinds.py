@@ -57,17 +57,21 @@ class TimedContext(NullContext):
 # --- registry -----------------------------------------------------------------------------------------
 
 
-def test_default_registry_holds_the_builtin_kinds_without_a_default_role() -> None:
+def test_default_registry_holds_the_builtin_kinds_and_only_the_engine_kinds_have_a_default_role() -> None:
     assert default_registry().kinds() == [
+        "catalog",
         "command",
         "directory",
         "file",
         "group",
+        "machine_import",
         "package",
         "user",
         "wait_for",
     ]
-    assert all(provider.default_role is None for provider in builtin_providers())
+    # only the engine's own agent's kinds have one: role `engine`
+    roles = {p.kind: p.default_role for p in builtin_providers() if p.default_role is not None}
+    assert roles == {"catalog": "engine", "machine_import": "engine"}
 
 
 # --- file ---------------------------------------------------------------------------------------------

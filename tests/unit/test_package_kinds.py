@@ -36,10 +36,12 @@ def test_a_provider_class_from_a_package_is_registered_after_the_built_ins() -> 
     registry = default_registry(packages=False)
     add_package_kinds(registry, [point("marker", class_of_a_test_kind)])
     assert registry.kinds() == [
+        "catalog",
         "command",
         "directory",
         "file",
         "group",
+        "machine_import",
         "marker",
         "package",
         "user",

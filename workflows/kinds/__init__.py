@@ -1,4 +1,5 @@
-"""The built-in resource kinds: `file`, `directory`, `command`, `wait_for`, `package`, `user` and `group`."""
+"""The built-in resource kinds: `file`, `directory`, `command`, `wait_for`, `package`, `user` and `group`,
+and the engine-local agent's `catalog` and `machine_import`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from workflows.kinds.command import CommandProvider, CommandSpec
 from workflows.kinds.directory import DirectoryProvider, DirectorySpec
 from workflows.kinds.file import FileProvider, FileSpec
 from workflows.kinds.group import GroupProvider, GroupSpec
+from workflows.kinds.imports import CatalogProvider, MachineImportProvider
 from workflows.kinds.package import PackageProvider, PackageSpec
 from workflows.kinds.user import UserProvider, UserSpec
 from workflows.kinds.wait_for import WaitForProvider, WaitForSpec
 from workflows.registry import Provider
 
 __all__ = [
+    "CatalogProvider",
     "CommandProvider",
     "CommandSpec",
     "DirectoryProvider",
@@ -22,6 +25,7 @@ __all__ = [
     "FileSpec",
     "GroupProvider",
     "GroupSpec",
+    "MachineImportProvider",
     "PackageProvider",
     "PackageSpec",
     "UserProvider",
@@ -42,4 +46,6 @@ def builtin_providers() -> list[Provider[Any]]:
         PackageProvider(),
         UserProvider(),
         GroupProvider(),
+        CatalogProvider(),
+        MachineImportProvider(),
     ]
