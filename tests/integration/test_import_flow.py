@@ -22,7 +22,7 @@ import redis
 from common.localredis import LocalRedis
 from common.store import open_store
 from tests.integration.conftest import Cluster, desired_state, wait_for
-from tests.integration.test_imports_ldap import PASSWORD, ROOT_DN, SUFFIX, Directory, _admin
+from tests.integration.test_imports_ldap import PASSWORD, Directory
 from tests.integration.test_imports_ldap import directory as directory  # the module's slapd
 
 pytestmark = pytest.mark.integration
@@ -120,11 +120,6 @@ def start_pending(cluster: Cluster, host: str, document: dict[str, Any]) -> subp
         cluster.env = shared
 
 
-def add_computer(directory: Directory, name: str) -> None:
-    with _admin(directory.url) as conn:
-        assert conn.add(f"cn={name},ou=import,{SUFFIX}", ["device"], {"cn": name}), conn.result
-
-
 def test_the_catalog_is_stored_by_the_engines_own_agent_and_applying_it_again_changes_nothing(
     engine: Cluster,
 ) -> None:
@@ -137,106 +132,3 @@ def test_the_catalog_is_stored_by_the_engines_own_agent_and_applying_it_again_ch
     assert json.loads(stored.expected or "") == DOCUMENT
     planned = engine.cli("plan", str(engine.workdir / "catalog.yaml"), "--detailed-exitcode")
     assert planned.returncode == 0, planned.stdout + planned.stderr  # 4 if the catalog would change
-
-
-@pytest.fixture(scope="module")
-def ldap_source(engine: Cluster, directory: Directory) -> str:
-    added = engine.cli(
-        "sources", "add", "corp", "--kind", "ldap", "--url", directory.url,
-        "--base-dn", f"ou=import,{SUFFIX}", "--filter", "(objectClass=device)",
-        "--bind-dn", ROOT_DN, "--bind-credential", "ldap-bind", "--catalog", CATALOG, "--every", "1s",
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
-    return "corp"
-
-
-def test_a_machine_added_to_the_import_ou_is_imported_and_its_agent_converges(
-    engine: Cluster, directory: Directory, ldap_source: str, tmp_path: Path
-) -> None:
-    start_pending(engine, "ws-ok", DOCUMENT)
-    add_computer(directory, "ws-ok")
-
-    wait_for(lambda: machine(engine, "ws-ok").get("state") == "imported", IMPORTED_S, "ws-ok imported")
-    assert machine(engine, "ws-ok") | {"differences": []} == machine(engine, "ws-ok")
-    assert machine(engine, "ws-ok")["catalog"] == CATALOG
-    wait_for(lambda: agent(engine, "ws-ok-desktop").get("state") == "active", 60, "ws-ok's agent active")
-    target = tmp_path / "converged.txt"
-    work = f"  - {{kind: file, name: f, role: desktop, spec: {{path: {target}, content: imported}}}}\n"
-    done = engine.apply(engine.write("work.yaml", desired_state("desktop-work", work)))
-    assert done["workflow"]["state"] == "succeeded", done
-    assert target.read_text() == "imported"
-
-
-def test_a_capability_difference_fails_the_import_and_a_retry_after_the_fix_imports_it(
-    engine: Cluster, directory: Directory, ldap_source: str
-) -> None:
-    wrong = json.loads(json.dumps(DOCUMENT))
-    wrong["applications"]["libreoffice"] = "4:7.0.4-4"
-    pending = start_pending(engine, "ws-bad", wrong)
-    add_computer(directory, "ws-bad")
-
-    wait_for(
-        lambda: machine(engine, "ws-bad").get("state") == "failed", IMPORTED_S, "ws-bad's import to fail"
-    )
-    failed = machine(engine, "ws-bad")
-    assert failed["differences"] == ["application libreoffice is 4:7.0.4-4, expected 4:7.4.7-1"]
-    assert agent(engine, "ws-bad-desktop")["admission"] == "pending"
-    shown = engine.show(failed["workflow_id"])
-    assert shown["state"] == "failed"
-    assert "application libreoffice is 4:7.0.4-4, expected 4:7.4.7-1" in json.dumps(shown)
-
-    # the operator fixes the machine; its agent, restarted, tells the engine its document again
-    pending.terminate()
-    pending.wait(timeout=30)
-    engine.procs.pop("agent-ws-bad")
-    start_pending(engine, "ws-bad", DOCUMENT)
-    log = engine.logs / "agent-ws-bad.log"
-    wait_for(lambda: log.read_text().count("enrolled with the engine") == 2, 60, "ws-bad to enroll again")
-    retried = engine.cli("workflows", "retry", failed["workflow_id"])
-    assert retried.returncode == 0, retried.stderr
-    wait_for(lambda: machine(engine, "ws-bad").get("state") == "imported", IMPORTED_S, "ws-bad imported")
-    assert machine(engine, "ws-bad")["differences"] == []
-    wait_for(lambda: agent(engine, "ws-bad-desktop").get("state") == "active", 60, "ws-bad's agent active")
-
-
-def test_the_relaxing_extension_imports_a_machine_that_differs_only_in_updates(
-    engine: Cluster, directory: Directory, ldap_source: str
-) -> None:
-    newer = json.loads(json.dumps(DOCUMENT))
-    newer["updates"] = ["debian-12.5", "debian-12.6"]
-    start_pending(engine, "ws-newer", newer)
-    add_computer(directory, "ws-newer")
-
-    wait_for(lambda: machine(engine, "ws-newer").get("state") == "imported", IMPORTED_S, "ws-newer imported")
-    assert agent(engine, "ws-newer-desktop")["admission"] == "admitted"
-
-
-def test_the_inventory_folder_source_imports_its_machines(engine: Cluster) -> None:
-    folder = engine.workdir / "inventory"
-    folder.mkdir()
-    added = engine.cli(
-        "sources", "add", "inventory", "--kind", "inventory", "--path", str(folder), "--every", "1s"
-    )
-    assert added.returncode == 0, added.stderr
-    start_pending(engine, "ws-inv", DOCUMENT)
-    (folder / "ws-inv.yaml").write_text(f"name: ws-inv\ncatalog: {CATALOG}\n")
-
-    wait_for(lambda: machine(engine, "ws-inv").get("state") == "imported", IMPORTED_S, "ws-inv imported")
-    assert machine(engine, "ws-inv")["source"] == "inventory"
-    wait_for(lambda: agent(engine, "ws-inv-desktop").get("state") == "active", 60, "ws-inv's agent active")
-
-
-def test_an_engine_restart_never_starts_a_second_import_of_a_machine(
-    engine: Cluster, directory: Directory, ldap_source: str
-) -> None:
-    """Runs after the others: every machine they imported keeps its one import workflow."""
-    before = {m["name"]: m["workflow_id"] for m in _cli_json(engine, "machines", "list")}
-    imports = import_workflows(engine)
-    engine.stop("engine")
-    engine.start_engine(CONVERGE_LOCAL_AGENT="true")
-    add_computer(directory, "ws-late")  # a poll after the restart that finds a new machine and the old ones
-    wait_for(lambda: machine(engine, "ws-late").get("state") == "importing", IMPORTED_S, "ws-late seen")
-
-    after = {m["name"]: m["workflow_id"] for m in _cli_json(engine, "machines", "list")}
-    assert {k: v for k, v in after.items() if k != "ws-late"} == before
-    assert import_workflows(engine) == imports | {after["ws-late"]}
