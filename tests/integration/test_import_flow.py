@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,45 +77,6 @@ def _cli_json(cluster: Cluster, *args: str) -> Any:
     result = cluster.cli(*args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def machine(cluster: Cluster, name: str) -> dict[str, Any]:
-    return next((m for m in _cli_json(cluster, "machines", "list") if m["name"] == name), {})
-
-
-def agent(cluster: Cluster, agent_id: str) -> dict[str, Any]:
-    return next((a for a in _cli_json(cluster, "agents", "list") if a["id"] == agent_id), {})
-
-
-def import_workflows(cluster: Cluster) -> set[str]:
-    """The ids of every import workflow the store holds, finished ones too."""
-    store = open_store(cluster.env["CONVERGE_STORE_URL"], migrate=False)
-    try:
-        views = store.workflows() + store.workflows(history=True)
-    finally:
-        store.close()
-    return {w.id for w in views if w.name.startswith("import-")}
-
-
-def start_pending(cluster: Cluster, host: str, document: dict[str, Any]) -> subprocess.Popen[bytes]:
-    """The agent of `host` as an operator starts it on a new machine: the engine's address and CA, its
-    capability document, no token; it enrolls and waits."""
-    doc = cluster.write(f"{host}.json", json.dumps(document))
-    shared = cluster.env
-    cluster.env = {
-        k: v for k, v in shared.items() if k not in ("CONVERGE_AGENT_ENGINE_KEY", "CONVERGE_TOKEN")
-    }
-    cluster.env |= {
-        "CONVERGE_AGENT_ENGINE_URL": shared["CONVERGE_URL"],
-        "CONVERGE_AGENT_ENGINE_CA": shared["CONVERGE_CA"],
-        "CONVERGE_AGENT_HOST_NAME": host,
-        "CONVERGE_AGENT_CAPABILITIES_FILE": str(doc),
-    }
-    try:
-        argv = [sys.executable, "-m", "agents", "run", "--id", f"{host}-desktop", "--role", "desktop"]
-        return cluster._spawn(f"agent-{host}", argv)
-    finally:
-        cluster.env = shared
 
 
 def test_the_catalog_is_stored_by_the_engines_own_agent_and_applying_it_again_changes_nothing(
