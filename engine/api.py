@@ -27,6 +27,7 @@ from engine.fleet import forget, list_agents
 from engine.health import StoreWatch
 from engine.health import report as health_report
 from engine.imports import agent_routes
+from engine.imports import routes as import_routes
 from engine.tls import TlsFiles
 from workflows.sources import DesiredInput, SourceFile
 
@@ -73,6 +74,7 @@ def create_api(engine: Engine) -> FastAPI:
     vault.install_routes(api, engine, authenticator)
     admission.install_routes(api, engine)
     agent_routes.install_routes(api, engine)
+    import_routes.install_routes(api, engine)
     scheduler.install_routes(api, engine)
     policy.install_routes(api, engine.store)
     _workflow_routes(api, engine)

@@ -95,8 +95,9 @@ def required_role(method: str, path: str) -> Role | None:
     if method in ("GET", "HEAD"):
         return Role.VIEWER
     # forget, admit, deny and revoke an agent: every change to one agent; and the agents' policies, which
-    # change what every agent of a role does (its execution policy among them)
-    if path == "/v1/history/prune" or path.startswith(("/v1/agents/", "/v1/policies")):
+    # change what every agent of a role does (its execution policy among them); and the import sources,
+    # whose machines' agents the engine admits
+    if path == "/v1/history/prune" or path.startswith(("/v1/agents/", "/v1/policies", "/v1/sources")):
         return Role.ADMIN
     return Role.OPERATOR
 

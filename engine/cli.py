@@ -732,6 +732,7 @@ def _add_commands() -> None:
     """The command groups kept in modules of their own, which build on this one's options and decorators:
     imported here, once this module is complete."""
     from engine.cli_credentials import credentials
+    from engine.cli_imports import catalogs, machines, sources
     from engine.cli_policy import policy
     from engine.cli_schedule import compliance, schedule
 
@@ -739,6 +740,9 @@ def _add_commands() -> None:
     main.add_command(policy)
     main.add_command(schedule)
     main.add_command(compliance)
+    main.add_command(sources)
+    main.add_command(machines)
+    main.add_command(catalogs)
     main.add_command(common_cli.help_command("converge"))
 
 

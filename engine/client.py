@@ -199,6 +199,31 @@ class EngineClient:
     def remove_schedule(self, name: str) -> None:
         self._call("DELETE", f"/v1/schedules/{_segment(name)}")
 
+    def add_source(self, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Add or replace an import source (an admin's token); the source, and whether it replaced one."""
+        answer = self._call("PUT", f"/v1/sources/{_segment(name)}", json=body)
+        return self._understood(lambda: (dict(answer["source"]), bool(answer["replaced"])))
+
+    def sources(self) -> list[dict[str, Any]]:
+        body = self._call("GET", "/v1/sources")
+        return self._understood(lambda: [dict(s) for s in body["sources"]])
+
+    def remove_source(self, name: str) -> None:
+        self._call("DELETE", f"/v1/sources/{_segment(name)}")
+
+    def machines(self) -> list[dict[str, Any]]:
+        """Every machine an import source listed, with its import's state (engine.imports)."""
+        body = self._call("GET", "/v1/machines")
+        return self._understood(lambda: [dict(m) for m in body["machines"]])
+
+    def catalogs(self) -> list[dict[str, Any]]:
+        body = self._call("GET", "/v1/catalogs")
+        return self._understood(lambda: [dict(c) for c in body["catalogs"]])
+
+    def catalog(self, name: str) -> dict[str, Any]:
+        body = self._call("GET", f"/v1/catalogs/{_segment(name)}")
+        return self._understood(lambda: dict(body["catalog"]))
+
     def dead_letters(self, limit: int = 100) -> tuple[list[DeadLetter], int]:
         """The oldest `limit` dead letters, and how many there are."""
         body = self._call("GET", "/v1/dead-letters", params={"limit": limit})

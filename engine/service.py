@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +20,22 @@ from common.celery_app import make_app
 from common.errors import BadInput, Unreachable
 from common.settings import Settings, redact, split_bind
 from common.store import Pool, open_store
+from common.store.imports import MachineRecord
 from common.version import converge_version
 from engine.api import create_api
 from engine.core import Engine
 from engine.dispatcher import Dispatcher
 from engine.duties import Duties, default_engine_id
 from engine.eventkeys import EventKeys
+from engine.imports.agent_routes import rows_of
+from engine.imports.monitor import Monitor
+from engine.imports.start import start_import
 from engine.ingest import Ingester
 from engine.local_agent import LocalAgent
 from engine.redischeck import check_eviction
 from engine.scheduler import Scheduler
 from engine.tls import TlsFiles
+from engine.vault import Vault, engine_reader, key_path
 from engine.watchdog import Watchdog
 from workflows.registry import default_registry
 
@@ -177,6 +183,24 @@ def own_agent(
     return agent
 
 
+def import_monitor(engine: Engine, leading: Callable[[], bool]) -> Monitor:
+    """The import monitor (engine.imports.monitor), polling only while this engine holds the duties: each
+    machine's import is an ordinary workflow, submitted as an operator's would be."""
+
+    def start(machine: MachineRecord) -> str:
+        return start_import(lambda source, name: engine.submit(source, name)[0].id, machine)
+
+    def outcome(workflow_id: str) -> tuple[str, str | None] | None:
+        view = engine.store.workflow(workflow_id)
+        if view is None:
+            return None
+        error = next((s.error for s in view.steps or [] if s.error), None)
+        return view.state.value, error
+
+    secret = engine_reader(engine.store, Vault.at(key_path(engine.settings)), "engine (import source bind)")
+    return Monitor(rows_of(engine), start, secret, workflow_state=outcome, leading=leading)
+
+
 def run(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM. The engine that holds the singleton duties (engine.duties) publishes the
     steps left `queued` by a previous run or a stopped engine again.
@@ -225,11 +249,13 @@ def run(settings: Settings) -> None:
     local = own_agent(settings, engine, engine_id, host, port, https=bool(transport))
     watchdog = Watchdog(engine, leading=duties.leading)
     checker = Scheduler(engine, leading=duties.leading)
+    monitor = import_monitor(engine, duties.leading)
     threads = [
         threading.Thread(target=duties.run, name="converge-duties", daemon=True),
         threading.Thread(target=ingester.run, name="converge-ingest", daemon=True),
         threading.Thread(target=watchdog.run, name="converge-watchdog", daemon=True),
         threading.Thread(target=checker.run, name="converge-schedules", daemon=True),
+        threading.Thread(target=monitor.run, name="converge-imports", daemon=True),
     ]
     for thread in threads:
         thread.start()
@@ -245,6 +271,7 @@ def run(settings: Settings) -> None:
         ingester.stop()
         watchdog.stop()
         checker.stop()
+        monitor.stop()
         for thread in threads[1:]:
             thread.join(timeout=5)
         duties.stop()  # last: hands the duties over once this engine has stopped acting on them

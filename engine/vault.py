@@ -15,6 +15,8 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -188,3 +190,26 @@ def install_routes(api: FastAPI, engine: Engine, authenticator: Authenticator) -
         caller: TokenRecord = request.state.caller
         value = desk.hand_out(caller.name, body)
         return JSONResponse({"value": value}, headers={"Cache-Control": "no-store"})
+
+
+def engine_reader(store: Store, vault: Vault, user: str) -> Callable[[str], str]:
+    """A credential's value for the engine's own use (`user` says which part, for the audit): an import
+    source's LDAP bind. ValueError with what to do when there is no such credential or the key does not
+    open it. Every read is audited, like an agent's fetch."""
+
+    def read(name: str) -> str:
+        ciphertext = store.credential_ciphertext(name)
+        entry = AuditEntry(at=time.time(), agent=user, outcome=GRANTED, name=name)
+        try:
+            if ciphertext is None:
+                raise ValueError(
+                    f"no credential named {name!r} in the vault: `converge credentials set {name}`"
+                )
+            value = vault.open(ciphertext, name)
+        except (ValueError, VaultError) as exc:
+            store.audit(replace(entry, outcome=REFUSED, reason=str(exc)))
+            raise ValueError(str(exc)) from None
+        store.audit(entry)
+        return value
+
+    return read

@@ -157,8 +157,10 @@ class ImportRows:
         workflow_id: str | None = None,
         differences: list[str] | None = None,
         seen: bool = False,
+        from_state: str | None = None,
     ) -> bool:
-        """Moves a machine on; only the fields given change. False if the store has no such machine."""
+        """Moves a machine on; only the fields given change. False if the store has no such machine (or,
+        with `from_state`, none in that state)."""
         if state is not None and state not in MACHINE_STATES:
             raise ValueError(f"machine state {state!r} is not one of {', '.join(MACHINE_STATES)}")
         values: dict[str, Any] = {"changed_at": now}
@@ -171,6 +173,8 @@ class ImportRows:
         if seen:
             values["seen_at"] = now
         key = (machines.c.source == source) & (machines.c.name == name)
+        if from_state is not None:
+            key = key & (machines.c.state == from_state)
         with self._write, self.engine.begin() as conn:
             return bool(conn.execute(update(machines).where(key).values(**values)).rowcount)
 

@@ -5,6 +5,11 @@ Never two imports of one machine: the store inserts a machine only if (source, n
 transaction (common.store.imports), and only the pass that inserted it starts its import. A machine left
 `discovered` (the engine stopped between the insert and the start) is started by the next pass; the start
 is idempotent, since the engine returns the active workflow of a desired state submitted again.
+
+A machine's state follows its import workflow (engine.imports.seen.followed): the step records `imported`
+or `failed` with the differences itself, and each pass also reads the workflows of the machines still
+importing or failed, so that a cancelled import reads `failed` and a retried one `importing` again.
+Only the engine that holds the singleton duties polls (engine.duties).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from common.store.imports import ImportRows, MachineRecord, SourceRecord
 from engine.imports import inventory
 from engine.imports.inventory import Listed
 from engine.imports.ldap import Secret, list_ldap
-from engine.imports.seen import REMOVED, changes
+from engine.imports.seen import FOLLOWED, REMOVED, changes, followed
 
 log = logging.getLogger("converge.engine.imports")
 
@@ -28,6 +33,8 @@ TICK_S = 1.0
 StartImport = Callable[[MachineRecord], str]
 # Lists a source's machines; raises OSError or ValueError with what to fix when it cannot.
 Lister = Callable[[SourceRecord], list[Listed]]
+# A workflow's state by id (a WorkflowState value) and its failed step's error; None if the store has none.
+WorkflowStateOf = Callable[[str], tuple[str, str | None] | None]
 
 
 def list_inventory(source: SourceRecord) -> list[Listed]:
@@ -41,12 +48,21 @@ class Monitor:
     """Polls the due import sources, one engine thread; `run` until `stop`."""
 
     def __init__(
-        self, store: ImportRows, start_import: StartImport, secret: Secret, tick_s: float = TICK_S
+        self,
+        store: ImportRows,
+        start_import: StartImport,
+        secret: Secret,
+        tick_s: float = TICK_S,
+        *,
+        workflow_state: WorkflowStateOf = lambda workflow_id: None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         """`secret`: a credential's value from the engine's vault, by name (an LDAP source's bind)."""
         self.store = store
         self.start_import = start_import
         self.tick_s = tick_s
+        self.workflow_state = workflow_state
+        self.leading = leading  # whether this engine holds the singleton duties now (engine.duties)
         self.listers: dict[str, Lister] = {
             "inventory": list_inventory,
             "ldap": lambda source: list_ldap(source, secret),
@@ -55,6 +71,8 @@ class Monitor:
 
     def run(self) -> None:
         while not self._stop.wait(self.tick_s):
+            if not self.leading():
+                continue
             try:
                 self.run_once(time.time())
             except Exception:  # the store is down: the next tick tries again
@@ -70,6 +88,8 @@ class Monitor:
         for machine in store.machines():
             if machine.state == "discovered" and machine.workflow_id is None:
                 self._start(machine, now)
+            elif machine.state in FOLLOWED and machine.workflow_id is not None:
+                self._follow(machine, now)
 
     def poll(self, source: SourceRecord, now: float) -> None:
         store = self.store
@@ -101,5 +121,20 @@ class Monitor:
         except Exception as exc:  # a bad catalog name, the engine's Redis down: tried again next pass
             log.warning("machine %s: cannot start its import: %s", machine.name, exc)
             return
-        self.store.set_machine(machine.source, machine.name, now, state="importing", workflow_id=workflow_id)
+        store = self.store
+        store.set_machine(machine.source, machine.name, now, workflow_id=workflow_id)
+        # `importing` only from `discovered`: a quick step may have recorded its outcome already
+        store.set_machine(machine.source, machine.name, now, state="importing", from_state="discovered")
         log.warning("machine %s: import workflow %s started", machine.name, workflow_id)
+
+    def _follow(self, machine: MachineRecord, now: float) -> None:
+        assert machine.workflow_id is not None
+        found = self.workflow_state(machine.workflow_id)
+        if found is None:
+            return  # pruned from history: the machine keeps what it last was
+        moved = followed(machine.state, bool(machine.differences), *found)
+        if moved is None:
+            return
+        state, differences = moved
+        self.store.set_machine(machine.source, machine.name, now, state=state, differences=differences)
+        log.warning("machine %s: %s (import workflow %s)", machine.name, state, machine.workflow_id)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 REMOVED = "removed"
+# The machine states that follow their import workflow's state.
+FOLLOWED = ("discovered", "importing", "imported", "failed")
 
 
 @dataclass(frozen=True)
@@ -21,3 +23,26 @@ def changes(seen: set[str], known: dict[str, str]) -> Changes:
     removed = sorted(name for name, state in known.items() if name not in seen and state != REMOVED)
     back = sorted(name for name, state in known.items() if name in seen and state == REMOVED)
     return Changes(new=new, removed=removed, back=back)
+
+
+def followed(
+    machine: str, has_differences: bool, workflow: str | None, error: str | None
+) -> tuple[str, list[str] | None] | None:
+    """Where a machine in state `machine` goes when its import workflow is in state `workflow` (a
+    WorkflowState value; `error` its failed step's): (state, differences, or None to keep those held), or
+    None to stay.
+
+    The import step records `imported`, or `failed` with its differences; this catches what the step
+    cannot say: a cancelled or aborted workflow, a step that failed before it compared anything (no agent
+    enrolled in time, no such catalog), a retried workflow, and a record the step made before the monitor
+    noted the workflow's start."""
+    if workflow is None:
+        return None
+    if workflow in ("pending", "running", "cancelling"):
+        return ("importing", []) if machine in ("failed", "discovered") else None
+    if workflow == "succeeded":
+        return ("imported", []) if machine != "imported" else None
+    if machine == "failed" and has_differences:
+        return None  # the step's differences say why
+    why = error or f"the import workflow was {workflow}"
+    return ("failed", [f"{why}; `converge workflows retry` it once that is fixed"])

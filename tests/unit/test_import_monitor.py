@@ -83,3 +83,83 @@ def test_a_source_that_cannot_be_read_says_why_and_starts_nothing(tmp_path: Path
     assert starts.started == []
     (source,) = store.import_sources()
     assert source.error is not None and "does not exist" in source.error
+
+
+class Workflows:
+    """The monitor's workflow_state: what the test says each workflow is now."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, tuple[str, str | None]] = {}
+
+    def __call__(self, workflow_id: str) -> tuple[str, str | None] | None:
+        return self.states.get(workflow_id)
+
+
+def test_a_machines_state_follows_its_import_workflow(tmp_path: Path) -> None:
+    """The step records its own outcome; the monitor catches a cancel, a step that failed before it compared
+    anything, and a retry, and never replaces the differences the step listed."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    for name in ("cancelled", "late", "differs"):
+        assert store.discover_machine("inv", name, "web", 1.0)
+    workflows = Workflows()
+    monitor = Monitor(store, lambda m: f"wf-{m.name}", _no_secret, workflow_state=workflows)
+    monitor.run_once(2.0)
+    assert {m.state for m in store.machines()} == {"importing"}
+
+    workflows.states |= {
+        "wf-cancelled": ("cancelled", None),
+        "wf-late": ("failed", "no agent of host late enrolled within 900s"),
+        "wf-differs": ("failed", "machine differs"),
+    }
+    store.set_machine("inv", "differs", 3.0, state="failed", differences=["application a is 1, expected 2"])
+    monitor.run_once(4.0)
+    found = {m.name: (m.state, m.differences) for m in store.machines()}
+    assert found["differs"] == ("failed", ["application a is 1, expected 2"])
+    assert found["late"] == (
+        "failed",
+        ["no agent of host late enrolled within 900s; `converge workflows retry` it once that is fixed"],
+    )
+    assert found["cancelled"][0] == "failed"
+    assert "the import workflow was cancelled" in found["cancelled"][1][0]
+
+    workflows.states["wf-differs"] = ("running", None)  # `converge workflows retry`
+    monitor.run_once(5.0)
+    assert {m.name: (m.state, m.differences) for m in store.machines()}["differs"] == ("importing", [])
+    workflows.states["wf-differs"] = ("succeeded", None)
+    monitor.run_once(6.0)
+    assert {m.name: m.state for m in store.machines()}["differs"] == "imported"
+
+
+def test_a_quick_step_that_recorded_its_outcome_is_not_set_back_to_importing(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    assert store.discover_machine("inv", "web1", "web", 1.0)
+
+    def start(machine: MachineRecord) -> str:
+        store.set_machine("inv", machine.name, 1.5, state="imported")  # the step ran before start returned
+        return "wf1"
+
+    Monitor(store, start, _no_secret).run_once(2.0)
+    (machine,) = store.machines()
+    assert (machine.state, machine.workflow_id) == ("imported", "wf1")
+
+
+def test_an_engine_without_the_singleton_duties_polls_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "inv"
+    folder.mkdir()
+    (folder / "web1.yaml").write_text("name: web1\ncatalog: web\n")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.add_source(_source(folder))
+    starts = Starts()
+    asked: list[bool] = []
+
+    def follower() -> bool:
+        """Not the duties' holder, for 20 ticks; then the monitor stops."""
+        asked.append(False)
+        if len(asked) == 20:
+            monitor.stop()
+        return False
+
+    monitor = Monitor(store, starts, _no_secret, tick_s=0.001, leading=follower)
+    monitor.run()
+    assert len(asked) == 20
+    assert (starts.started, store.machines(), store.import_sources()[0].polled_at) == ([], [], None)
