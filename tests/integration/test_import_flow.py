@@ -217,6 +217,18 @@ def test_the_relaxing_extension_imports_a_machine_that_differs_only_in_updates(
     assert agent(engine, "ws-newer-desktop")["admission"] == "admitted"
 
 
+def test_a_machine_taken_out_of_the_import_ou_is_flagged_removed_not_deleted(
+    engine: Cluster, directory: Directory, ldap_source: str
+) -> None:
+    """After the relaxing-extension test: ws-newer is imported; out of the OU it is flagged, and its agent
+    keeps its admission (removing a computer object is not a revocation)."""
+    wait_for(lambda: machine(engine, "ws-newer").get("state") == "imported", IMPORTED_S, "ws-newer imported")
+    with _admin(directory.url) as conn:
+        assert conn.delete(f"cn=ws-newer,ou=import,{SUFFIX}"), conn.result
+    wait_for(lambda: machine(engine, "ws-newer").get("state") == "removed", 60, "ws-newer flagged removed")
+    assert agent(engine, "ws-newer-desktop")["admission"] == "admitted"
+
+
 def test_the_inventory_folder_source_imports_its_machines(engine: Cluster) -> None:
     folder = engine.workdir / "inventory"
     folder.mkdir()
