@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agents import cli_extensions, config, enroll, worker
+from agents import cli_extensions, cli_health, config, enroll, logs, worker
 from agents import policy as agent_policy
 from common import cli as common_cli
 from common import names
@@ -47,6 +47,12 @@ def main() -> None:
 )
 @click.option("--loglevel", default=None, help="Log level (INFO, DEBUG...).")
 @click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log as text lines or JSON lines (CONVERGE_AGENT_LOG_FORMAT; default text).",
+)
+@click.option(
     "--task-events/--no-task-events", default=None, help="Send Celery task events for Flower (default: on)."
 )
 @click.option(
@@ -61,12 +67,13 @@ def run_cmd(
     throttle: int | None,
     broker_url: str | None,
     loglevel: str | None,
+    log_format: str | None,
     task_events: bool | None,
     celery_banner: bool,
 ) -> None:
     """Run the agent: consume the queues of ROLE and of this agent until stopped."""
     options = {"roles": list(roles) or None, "id": agent_id, "throttle": throttle, "broker_url": broker_url}
-    options |= {"loglevel": loglevel, "task_events": task_events}
+    options |= {"loglevel": loglevel, "log_format": log_format, "task_events": task_events}
     if broker_url is not None:
         config.load(options)  # a bad URL is refused here, naming --broker-url
         _move_to_environment("--broker-url", config.env_name("broker_url"), broker_url)
@@ -79,6 +86,7 @@ def run_cmd(
             raise BadInput(
                 f"invalid role or id {name!r}: use letters, digits, '.', '_' and '-' (they name queues)"
             )
+    logs.use(settings.log_format, settings.loglevel)  # before the enrollment, which may log
     event_key = None  # a trusted agent makes its own
     if enroll.wanted(settings):  # a host the operator does not fully trust: admitted first
         settings, event_key = enroll.admitted(settings)
@@ -200,3 +208,4 @@ def _show(key: str, value: Any) -> str:
 main.add_command(common_cli.help_command("converge-agent"))
 main.add_command(cli_extensions.extensions_cmd)
 main.add_command(cli_extensions.capabilities_cmd)
+main.add_command(cli_health.health_cmd)

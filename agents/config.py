@@ -105,6 +105,8 @@ class AgentSettings(BaseSettings):
         default=defaults.VISIBILITY_TIMEOUT_S, gt=0, validation_alias="CONVERGE_VISIBILITY_TIMEOUT_S"
     )
     loglevel: str = "INFO"
+    # Text lines (Celery's format), or JSON lines for a log collector (agents.logs, common.logformat).
+    log_format: Literal["text", "json"] = "text"
     # The folders the built-in kinds may act under (workflows.kinds.paths): a path outside them, or one that
     # leads out of them through a symlink, is refused. `/` keeps what agents did before the setting existed.
     allowed_paths: list[AllowedPath] = Field(default_factory=lambda: [Path("/")], min_length=1)

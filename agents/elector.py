@@ -64,6 +64,16 @@ class Elector:
         self._wake.set()
 
     @property
+    def leading(self) -> list[str]:
+        """The roles this agent leads now (for its health file)."""
+        return sorted(self._epochs)
+
+    @property
+    def consuming(self) -> list[str]:
+        """The role queues the consumer was told to take."""
+        return sorted(self._consuming)
+
+    @property
     def leaving(self) -> set[str]:
         """Removed roles not given up yet: their steps still run here."""
         return set(self._leaving)

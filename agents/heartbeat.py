@@ -17,6 +17,7 @@ import redis
 from agents import identity
 from agents.config import AgentSettings
 from agents.connection import fail_fast
+from agents.healthfile import HealthWriter
 from common import names
 from common.models import AgentInfo
 
@@ -98,6 +99,8 @@ class Heartbeat:
         # Redis refuses the agent's user (its password is wrong, or the engine deleted it): True when the
         # agent must stop for it (an enrolled agent the operator revoked); by default it tries again.
         self.on_refused: Callable[[], bool] = lambda: False
+        # The health file that `converge-agent health` reads (agents.healthfile), rewritten every beat.
+        self.health: HealthWriter | None = None
 
     def start(self) -> None:
         self.tick()
@@ -120,6 +123,7 @@ class Heartbeat:
         except Displaced as exc:
             log.error("%s: this agent was silent for longer than its TTL; it stops", exc)
             self._stop.set()
+            self._tell_health(False, str(exc))
             self.on_displaced()
         except redis.AuthenticationError as exc:
             if self.on_refused():
@@ -127,10 +131,17 @@ class Heartbeat:
                 self.link.end_steps()
             else:
                 self._failed(exc)
+            self._tell_health(False, f"{exc.__class__.__name__}: {exc}")
         except redis.RedisError as exc:
             self._failed(exc)
+            self._tell_health(False, f"{exc.__class__.__name__}: {exc}")
         else:
             self.link.succeeded()
+            self._tell_health(True, None)
+
+    def _tell_health(self, redis_ok: bool, error: str | None, *, stopped: bool = False) -> None:
+        if self.health is not None:
+            self.health.beat(redis_ok, error, stopped=stopped)
 
     def _failed(self, exc: redis.RedisError) -> None:
         self.link.failed()
@@ -153,6 +164,7 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        self._tell_health(not self.link.cut_off, None, stopped=True)
         try:
             self.info.last_seen = datetime.now(UTC)
             keys = [names.agent_alive_key(self.info.id), names.AGENTS_HASH]

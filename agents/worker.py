@@ -26,6 +26,7 @@ from agents.connection import fail_fast
 from agents.courier import Courier
 from agents.elector import Elector
 from agents.engine_api import EngineApi
+from agents.healthfile import HealthWriter
 from agents.heartbeat import Heartbeat, Link, agent_info
 from agents.identity import claim, new_token
 from agents.live import LiveSettings, step_settings
@@ -155,6 +156,8 @@ def stop_when_turned_away(settings: AgentSettings, heartbeat: Heartbeat) -> list
             return False
         log.error("%s; ending its running steps, which the engine has queued again", why)
         turned_away.append(why)
+        if heartbeat.health is not None:
+            heartbeat.health.admission = "turned away"
         os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown, with no step left to wait for
         return True
 
@@ -269,6 +272,13 @@ def run(
         link,
         token,
         registered,
+    )
+
+    heartbeat.health = HealthWriter(
+        settings,
+        admission="trusted" if registered is not None else "admitted",
+        queues=lambda: [names.agent_queue(settings.id), *elector.consuming],
+        leader_of=lambda: elector.leading,
     )
 
     def on_cut_off(failures: int) -> None:

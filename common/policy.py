@@ -79,6 +79,8 @@ REFUSED: dict[str, str] = {
     "engine_url": "it is how the agent reaches the engine that sends it the policy",
     "engine_ca": "it is how the agent checks the engine that sends it the policy",
     "host_name": "it names the machine the agent runs on, by which an import admits it",
+    "log_format": "it is what the host's log collector reads, set up with the host; it takes effect only at "
+    "the agent's start",
 }
 
 

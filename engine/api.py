@@ -1,11 +1,11 @@
 """The engine's HTTP API. Thin: each route calls one Engine operation and returns its model.
 
-Every route but `/v1/health` and `/v1/ca` needs a token (engine.auth). There is no CORS middleware, and the
-JSON API under `/v1` reads only the `Authorization: Bearer` header, never a cookie: a browser page on another
-origin can neither send a token nor read an answer. Only the console's routes (`/` and `/console/...`,
-engine.console) accept the session cookie its login page sets, and only with the CSRF checks of
-engine.session on a POST. The interactive docs
-are off, since they would describe the API to anyone who asks.
+Every route but `/v1/health`, `/v1/ready` and `/v1/ca` needs a token (engine.auth). There is no CORS
+middleware, and the JSON API under `/v1` reads only the `Authorization: Bearer` header, never a cookie: a
+browser page on another origin can neither send a token nor read an answer. Only the console's routes (`/`
+and `/console/...`, engine.console) accept the session cookie its login page sets, and only with the CSRF
+checks of engine.session on a POST. The interactive docs are off, since they would describe the API to
+anyone who asks.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
@@ -28,6 +28,7 @@ from engine.health import StoreWatch
 from engine.health import report as health_report
 from engine.imports import agent_routes
 from engine.imports import routes as import_routes
+from engine.ready import report as readiness
 from engine.tls import TlsFiles
 from workflows.sources import DesiredInput, SourceFile
 
@@ -151,6 +152,13 @@ def _health_routes(api: FastAPI, engine: Engine) -> None:
     @api.get("/v1/health")
     def health() -> dict[str, Any]:
         return health_report(engine.client, watch, engine.duties.describe() if engine.duties else None)
+
+    @api.get("/v1/ready")
+    def ready() -> JSONResponse:
+        """200 when the store and Redis answer, else 503 saying which does not (engine.ready)."""
+        settings = engine.settings
+        document = readiness(engine.store, settings.store_url, engine.client, settings.broker_url)
+        return JSONResponse(document, status_code=200 if document["ready"] else 503)
 
     @api.get("/v1/ca", response_class=PlainTextResponse)
     def ca() -> str:

@@ -33,10 +33,11 @@ TOKEN_PREFIX = "cvg_"
 # `last used` is written at most this often per token: a store write per request would cost throughput.
 TOUCH_EVERY_S = 60.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# Routes anyone may call: service managers probe health, the CA certificate is public by nature, and an
-# agent enrolls before it has a token (it proves its key instead: engine.admission).
+# Routes anyone may call: service managers probe health and readiness, the CA certificate is public by
+# nature, and an agent enrolls before it has a token (it proves its key instead: engine.admission).
 OPEN_ROUTES = {
     ("GET", "/v1/health"),
+    ("GET", "/v1/ready"),
     ("GET", "/v1/ca"),
     ("POST", "/v1/enroll"),
     ("POST", "/v1/enroll/status"),

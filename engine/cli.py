@@ -220,6 +220,23 @@ def engine_health(url: str | None, as_json: bool) -> None:
         sys.exit(3)
 
 
+@engine.command("ready")
+@url_option
+@json_option
+@handle_errors
+def engine_ready(url: str | None, as_json: bool) -> None:
+    """Whether the engine can serve now (its store and Redis answer): exit 0 if so, 3 if not, with a
+    one-line reason (for a service manager's readiness check)."""
+    report = client_for(url).ready_report()
+    ready = report.get("ready") is True
+    if as_json:
+        render.emit_json(report)
+    else:
+        click.echo("ready" if ready else str(report.get("error") or "not ready"))
+    if not ready:
+        sys.exit(3)
+
+
 @engine.command("init")
 @click.option("--san", multiple=True, help="Another host name or address for the certificate (repeatable).")
 @click.option("--force", is_flag=True, help="Renew the server certificate (the CA and its fingerprint stay).")

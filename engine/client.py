@@ -53,7 +53,8 @@ class EngineClient:
         verify = trust(self.url, ca, ca_fingerprint) if self.url.startswith("https://") else True
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s, verify=verify)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, answers: tuple[int, ...] = (), **kwargs: Any) -> Any:
+        """The JSON of the answer; an error for a status of 400 or more, unless it is one of `answers`."""
         where = redact(self.url)
         try:
             response = self.http.request(method, path, **kwargs)
@@ -69,7 +70,7 @@ class EngineClient:
                 f"cannot reach the engine at {where} ({exc.__class__.__name__}); start it with "
                 "`converge engine run` or `converge up`, or point CONVERGE_URL / --url at it"
             ) from exc
-        if response.status_code >= 400:
+        if response.status_code >= 400 and response.status_code not in answers:
             raise _error(response, where)
         try:
             return response.json()
@@ -96,6 +97,11 @@ class EngineClient:
     def health_report(self) -> dict[str, Any]:
         """The document of `GET /v1/health` (no token needed)."""
         body = self._call("GET", "/v1/health")
+        return self._understood(lambda: dict(body))
+
+    def ready_report(self) -> dict[str, Any]:
+        """The document of `GET /v1/ready` (no token needed), whether the engine is ready (200) or not."""
+        body = self._call("GET", "/v1/ready", answers=(503,))
         return self._understood(lambda: dict(body))
 
     def submit(self, source: str, filename: str) -> tuple[WorkflowView, bool]:

@@ -319,4 +319,8 @@ class Store(Protocol):
     ) -> None:
         """Record the outcome of a schedule's check (nothing if it was removed since)."""
 
+    def ping(self) -> None:
+        """Run a trivial query (`SELECT 1`): returns when the store answers, raises when it does not. For
+        the engine's readiness (`GET /v1/ready`): it proves a connection can be had, nothing more."""
+
     def close(self) -> None: ...

@@ -22,6 +22,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -228,6 +229,10 @@ class SqlStore(ConsoleRows, CredentialRows, FinishedRows, ImportRows, PolicyRows
         # The engine is the one writer, from several threads (API, ingester, watchdog): its writes are
         # read-modify-write transactions, serialised here so that none is lost on any backend.
         self._write = threading.Lock()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -67,16 +67,38 @@ def unit_commands(text: str, where: str) -> list[Found]:
 
 
 def compose_found(doc: Mapping[str, Any], where: str) -> list[Found]:
-    """The commands and CONVERGE_* variables of every service of a compose file."""
+    """The commands (its health check's too) and CONVERGE_* variables of every service of a compose file;
+    the `x-` blocks that services merge in (`<<: *engine`) are read through the services."""
     found = []
     for name, service in (doc.get("services") or {}).items():
         place = f"{where}: service {name}"
         command = service.get("command") or []
         argv = shlex.split(command) if isinstance(command, str) else [str(w) for w in command]
         found += [Found(place, argv=cmd) for cmd in split_commands(argv)]
+        found += [Found(f"{place} healthcheck", argv=cmd) for cmd in healthcheck_commands(service)]
         environment = service.get("environment") or {}
         keys = environment if isinstance(environment, Mapping) else [e.partition("=")[0] for e in environment]
         found += [Found(place, env=key) for key in keys if str(key).startswith(ENV_PREFIX)]
+    return found
+
+
+def healthcheck_commands(service: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The Converge command lines of a compose service's health check (`CMD ...` or `CMD-SHELL script`)."""
+    test = (service.get("healthcheck") or {}).get("test") or []
+    words = shlex.split(test) if isinstance(test, str) else [str(w) for w in test]
+    if words[:1] == ["CMD"]:
+        return list(split_commands(words[1:]))
+    if words[:1] == ["CMD-SHELL"]:
+        return list(split_commands(["sh", "-c", " ".join(words[1:])]))
+    return []
+
+
+def probe_commands(container: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The Converge command lines of a Kubernetes container's exec probes."""
+    found = []
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        command = (container.get(probe) or {}).get("exec", {}).get("command") or []
+        found += list(split_commands([str(w) for w in command]))
     return found
 
 
@@ -90,6 +112,7 @@ def k8s_found(doc: Mapping[str, Any], where: str) -> list[Found]:
     for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
         argv = [*container.get("command", []), *container.get("args", [])]
         found += [Found(place, argv=cmd) for cmd in split_commands(argv)]
+        found += [Found(f"{place} probe", argv=cmd) for cmd in probe_commands(container)]
         names = [e["name"] for e in container.get("env", [])]
         found += [Found(place, env=n) for n in names if n.startswith(ENV_PREFIX)]
     return found

@@ -45,6 +45,10 @@ def test_every_command_option_and_variable_of_deploy_is_real() -> None:
     commands = {item.argv[:3] for item in found if item.argv}
     assert ("converge", "engine", "run") in commands
     assert ("converge-agent", "run", "--role") in commands
+    # and the probes: the compose health checks and the Kubernetes exec probes
+    probes = {item.argv for item in found if item.where.endswith(("healthcheck", "probe"))}
+    assert ("converge", "engine", "ready", "--url", "https://localhost:8765") in probes
+    assert {("converge-agent", "health"), ("converge-agent", "health", "--alive")} <= probes
     assert {item.where.split(":")[0] for item in found if item.env} >= {"engine.env", "configmap.yaml"}
 
 
