@@ -75,8 +75,11 @@ class Monitor:
                 continue
             try:
                 self.run_once(time.time())
-            except Exception:  # the store is down: the next tick tries again
-                log.exception("cannot poll the import sources")
+            except Exception as exc:  # the store is down: the next tick tries again
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                log.warning(
+                    "cannot poll the import sources (%s: %s); trying again", type(exc).__name__, first
+                )
 
     def stop(self) -> None:
         self._stop.set()
