@@ -43,6 +43,7 @@ ROUTES = [
     ("POST", "/v1/history/prune"),
     ("POST", "/v1/plan"),
     ("GET", "/v1/health"),
+    ("GET", "/v1/ready"),
     ("GET", "/v1/dead-letters"),
     ("POST", "/v1/dead-letters/retry"),
     ("POST", "/v1/dead-letters/purge"),
