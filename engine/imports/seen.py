@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 REMOVED = "removed"
-# The machine states that follow their import workflow's state.
-FOLLOWED = ("discovered", "importing", "imported", "failed")
+# The machine states that follow their import workflow's state: not `imported`, whose workflow has
+# succeeded for good, so that each pass reads only the workflows of the imports still open.
+FOLLOWED = ("discovered", "importing", "failed")
 
 
 @dataclass(frozen=True)
