@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import re
 
+# A name an operator gives a token, a credential or an import source: up to 64 letters, digits, `.`, `_`
+# or `-`, starting with a letter or digit.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
 STEP_TASK = "converge.step"
 ENGINE_QUEUE = "converge.engine"
 STATUS_STREAM = "converge:status"

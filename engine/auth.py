@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common import names
 from common.errors import BadInput
 from common.store.interface import Store, TokenRecord
 from engine import session
@@ -32,7 +32,7 @@ log = logging.getLogger("converge.engine.auth")
 TOKEN_PREFIX = "cvg_"
 # `last used` is written at most this often per token: a store write per request would cost throughput.
 TOUCH_EVERY_S = 60.0
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_NAME = names.PLAIN_NAME
 # Routes anyone may call: service managers probe health and readiness, the CA certificate is public by
 # nature, and an agent enrolls before it has a token (it proves its key instead: engine.admission).
 OPEN_ROUTES = {

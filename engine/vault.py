@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 import threading
 import time
@@ -25,6 +24,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from common import names
 from common.errors import BadInput, ConvergeError
 from common.settings import Settings
 from common.store.interface import AuditEntry, StepHolder, Store, TokenRecord
@@ -37,7 +37,7 @@ log = logging.getLogger("converge.engine.vault")
 VAULT_KEY = Path("keys/vault.key")
 CREDENTIALS_ROUTE = AGENT_ROUTES + "credentials"
 GRANTED, REFUSED = "granted", "refused"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_NAME = names.PLAIN_NAME
 # How long a request waits for the engine to record that its step started (see vault_rules.starting), and
 # how many requests may wait at once: an agent cannot hold the API's threads.
 START_GRACE_S = 3.0

@@ -8,14 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common import durations
+from common import durations, names
 from common.errors import BadInput
 from common.store.imports import SourceRecord
 
 KINDS = ("ldap", "inventory")
 DEFAULT_EVERY = "5m"
 LDAP_SCHEMES = ("ldap://", "ldaps://")
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 class SourceBody(BaseModel):
@@ -37,7 +36,7 @@ class SourceBody(BaseModel):
 
 
 def check_name(name: str) -> str:
-    if not name or len(name) > 64 or not set(name) <= _NAME_CHARS or name[0] in ".-":
+    if not names.PLAIN_NAME.fullmatch(name):
         raise BadInput(
             f"{name!r} is not a source name: up to 64 letters, digits, `.`, `_` or `-`, starting with a "
             "letter or digit"
