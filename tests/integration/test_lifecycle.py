@@ -95,7 +95,7 @@ def test_a_step_failing_twice_succeeds_on_its_third_attempt_after_backing_off(
 
     result = cluster.apply(desired)
 
-    assert result["exit_code"] == 0
+    assert result["exit_code"] == 0, result
     step = result["workflow"]["steps"][0]
     assert (step["state"], step["attempt"], step["changed"]) == ("succeeded", 3, True)
     times = [float(line) for line in log.read_text().split()]

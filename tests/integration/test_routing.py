@@ -71,7 +71,7 @@ def test_a_scoped_step_runs_only_on_the_agent_it_names(cluster: Cluster, tmp_pat
 
     result = cluster.apply(desired)
 
-    assert result["exit_code"] == 0
+    assert result["exit_code"] == 0, result
     assert {s["agent"] for s in result["workflow"]["steps"]} == {"web-2"}
 
 
@@ -92,7 +92,7 @@ def test_an_agent_with_throttle_3_never_runs_more_than_3_steps_at_once(
 
     result = cluster.apply(desired)
 
-    assert result["exit_code"] == 0
+    assert result["exit_code"] == 0, result
     spans = [
         (datetime.fromisoformat(s["started_at"]), datetime.fromisoformat(s["finished_at"]))
         for s in result["workflow"]["steps"]
