@@ -50,9 +50,16 @@ timeout_option = click.option(
 )
 
 
-def client_for(url: str | None) -> EngineClient:
+def client_for(url: str | None, url_option: str = "--url") -> EngineClient:
+    """A client of the engine at `url` (or the settings'); `url_option` is the option that sets it."""
     settings = load_settings(url=url)
-    return EngineClient(settings.url, settings.token, ca=settings.ca, ca_fingerprint=settings.ca_fingerprint)
+    return EngineClient(
+        settings.url,
+        settings.token,
+        ca=settings.ca,
+        ca_fingerprint=settings.ca_fingerprint,
+        url_option=url_option,
+    )
 
 
 @contextmanager

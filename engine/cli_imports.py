@@ -93,7 +93,7 @@ def sources_add(
         "path": path,
     }
     body = {"kind": kind, "every": every} | {k: v for k, v in given.items() if v not in (None, [])}
-    made, replaced = client_for(url).add_source(name, body)
+    made, replaced = client_for(url, url_option="--engine-url").add_source(name, body)
     if as_json:
         render.emit_json({"source": made, "replaced": replaced})
         return

@@ -47,8 +47,11 @@ class EngineClient:
         *,
         ca: Path | None = None,
         ca_fingerprint: str | None = None,
+        url_option: str = "--url",
     ) -> None:
         self.url = url.rstrip("/")
+        # The option that sets the engine's address on the command at hand, for the messages that name it.
+        self.url_option = url_option
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         verify = trust(self.url, ca, ca_fingerprint) if self.url.startswith("https://") else True
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s, verify=verify)
@@ -68,7 +71,7 @@ class EngineClient:
                 ) from exc
             raise Unreachable(
                 f"cannot reach the engine at {where} ({exc.__class__.__name__}); start it with "
-                "`converge engine run` or `converge up`, or point CONVERGE_URL / --url at it"
+                f"`converge engine run` or `converge up`, or point CONVERGE_URL / {self.url_option} at it"
             ) from exc
         if response.status_code >= 400 and response.status_code not in answers:
             raise _error(response, where)
@@ -77,7 +80,7 @@ class EngineClient:
         except ValueError:
             raise ConvergeError(
                 f"{where} answered {response.status_code} with something that is not JSON: is it the "
-                "engine's address? Point CONVERGE_URL / --url at the engine"
+                f"engine's address? Point CONVERGE_URL / {self.url_option} at the engine"
             ) from None
 
     def _understood(self, parse: Callable[[], T]) -> T:

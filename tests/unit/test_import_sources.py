@@ -76,3 +76,23 @@ def test_the_cli_refuses_a_bad_interval_before_it_calls_any_engine() -> None:
     )  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "--every 'often' is not a duration" in result.output
+
+
+def test_an_unreachable_engine_is_named_by_the_option_of_the_command() -> None:
+    """`sources add` takes the engine's address as --engine-url (its --url is the directory's)."""
+    result = CliRunner().invoke(
+        main,
+        [
+            "sources",
+            "add",
+            "inv",
+            "--kind",
+            "inventory",
+            "--path",
+            "/srv",
+            "--engine-url",
+            "http://127.0.0.1:9",
+        ],
+    )
+    assert result.exit_code == 3, result.output
+    assert "CONVERGE_URL / --engine-url" in result.output
