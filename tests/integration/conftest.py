@@ -207,9 +207,22 @@ class Cluster:
     def cli(
         self, *args: str, timeout_s: float = 120, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
+        """`converge ARGS` against this cluster's engine."""
+        return self._run("engine", args, self.env, timeout_s, stdin)
+
+    def agent_cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout_s: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """`converge-agent ARGS` with this cluster's environment (and `env` over it)."""
+        return self._run("agents", args, {**self.env, **(env or {})}, timeout_s, None)
+
+    @staticmethod
+    def _run(
+        module: str, args: tuple[str, ...], env: dict[str, str], timeout_s: float, stdin: str | None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "engine", *args],
-            env=self.env,
+            [sys.executable, "-m", module, *args],
+            env=env,
             input=stdin,
             capture_output=True,
             text=True,

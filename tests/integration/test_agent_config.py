@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.integration.conftest import Cluster
-
-
-def _agent_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agents", *args],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _listed(cluster: Cluster, agent_id: str) -> dict:
@@ -31,7 +18,7 @@ def test_agent_runs_with_the_throttle_and_timeout_set_in_its_file(cluster: Clust
     cluster.env.pop("CONVERGE_AGENT_THROTTLE", None)
     cluster.env.pop("CONVERGE_AGENT_STEP_TIMEOUT_S", None)
     cluster.env["CONVERGE_AGENT_CONFIG"] = str(tmp_path / "conf" / "agent.toml")
-    written = _agent_cli(cluster, "config", "set", "throttle=3", "step_timeout_s=120")
+    written = cluster.agent_cli("config", "set", "throttle=3", "step_timeout_s=120")
     assert written.returncode == 0, written.stderr
 
     cluster.start_agent("web", agent_id="web-conf")
@@ -44,7 +31,7 @@ def test_agent_runs_with_the_throttle_and_timeout_set_in_its_file(cluster: Clust
 def test_the_throttle_option_overrides_the_file(cluster: Cluster, tmp_path: Path) -> None:
     cluster.env.pop("CONVERGE_AGENT_THROTTLE", None)
     cluster.env["CONVERGE_AGENT_CONFIG"] = str(tmp_path / "agent.toml")
-    assert _agent_cli(cluster, "config", "set", "throttle=3").returncode == 0
+    assert cluster.agent_cli("config", "set", "throttle=3").returncode == 0
 
     cluster.start_agent("web", agent_id="web-option", throttle=5)
 

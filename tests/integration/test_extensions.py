@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,19 +57,6 @@ def agent_view(cluster: Cluster, agent_id: str) -> dict[str, Any]:
     return next(a for a in json.loads(result.stdout) if a["id"] == agent_id)
 
 
-def agent_cli(
-    cluster: Cluster, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agents", *args],
-        env={**cluster.env, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_an_extension_replaces_the_file_apply_of_a_real_agent(cluster: Cluster, tmp_path: Path) -> None:
     put(extensions_dir(cluster), "shout.py", SHOUTING_FILES)
     cluster.start_agent("web", agent_id="web-1")
@@ -83,7 +68,7 @@ def test_an_extension_replaces_the_file_apply_of_a_real_agent(cluster: Cluster, 
     assert target.read_text() == "HELLO\n"  # the extension's apply ran, not the built-in
     assert Path(f"{target}.by-extension").read_text() == "web-1 create\n"
     assert agent_view(cluster, "web-1")["extension_problems"] == []
-    listed = json.loads(agent_cli(cluster, "extensions", "--json").stdout)
+    listed = json.loads(cluster.agent_cli("extensions", "--json").stdout)
     assert [(Path(f["path"]).name, f["state"], f["overrides"]) for f in listed["files"]] == [
         ("shout.py", "loaded", ["replaces file.apply"])
     ]
@@ -161,9 +146,9 @@ def test_the_example_extension_relaxes_the_capability_test(cluster: Cluster, tmp
     actual.write_text(json.dumps({"applications": {"nginx": "1.22"}, "updates": ["KB1", "KB2"]}))
     env = {"CONVERGE_AGENT_CAPABILITIES_FILE": str(actual)}
 
-    strict = agent_cli(cluster, "capabilities", "--compare", str(expected), env=env)
+    strict = cluster.agent_cli("capabilities", "--compare", str(expected), env=env)
     shutil.copy(ROOT / "examples" / "extensions" / "relax_capabilities.py", extensions_dir(cluster))
-    relaxed = agent_cli(cluster, "capabilities", "--compare", str(expected), "--json", env=env)
+    relaxed = cluster.agent_cli("capabilities", "--compare", str(expected), "--json", env=env)
 
     assert (strict.returncode, strict.stdout) == (1, "update KB2 is not expected\n")
     assert f"differs from {expected}" in strict.stderr
@@ -171,7 +156,7 @@ def test_the_example_extension_relaxes_the_capability_test(cluster: Cluster, tmp
 
 
 def test_the_host_capability_document_is_xml_by_default(cluster: Cluster) -> None:
-    result = agent_cli(cluster, "capabilities")
+    result = cluster.agent_cli("capabilities")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("<?xml") and "<capabilities" in result.stdout
 

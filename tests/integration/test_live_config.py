@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from common import names
 from tests.integration.burst import burst, children_of, most_at_once, started, submit, wait_succeeded
 from tests.integration.conftest import Cluster, wait_for
-
-
-def agent_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agents", *args],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def listed(cluster: Cluster, agent_id: str) -> dict:
@@ -47,7 +34,7 @@ def test_config_set_throttle_changes_how_many_steps_a_running_agent_runs_at_once
     cluster.start_agent("web", agent_id="web-live")  # throttle 20, the default
     assert listed(cluster, "web-live")["throttle"] == 20
 
-    assert agent_cli(cluster, "config", "set", "throttle=5").returncode == 0
+    assert cluster.agent_cli("config", "set", "throttle=5").returncode == 0
     wait_for(lambda: listed(cluster, "web-live")["throttle"] == 5, 20, "the agent to announce throttle 5")
 
     root = tmp_path / "burst"
@@ -61,7 +48,7 @@ def test_config_set_throttle_changes_how_many_steps_a_running_agent_runs_at_once
 def test_a_setting_only_a_restart_takes_up_is_logged_as_such(cluster: Cluster, tmp_path: Path) -> None:
     settings_from_the_file_only(cluster, tmp_path)
     cluster.start_agent("web", agent_id="web-restart")
-    assert agent_cli(cluster, "config", "set", "visibility_timeout_s=7200").returncode == 0
+    assert cluster.agent_cli("config", "set", "visibility_timeout_s=7200").returncode == 0
     wait_for(
         lambda: "needs a restart: visibility_timeout_s" in agent_log(cluster, "web-restart"),
         20,
@@ -73,18 +60,17 @@ def test_an_invalid_value_is_refused_with_exit_2_and_the_file_left_byte_identica
     cluster: Cluster, tmp_path: Path
 ) -> None:
     path = settings_from_the_file_only(cluster, tmp_path)
-    assert agent_cli(cluster, "config", "set", "throttle=5").returncode == 0
+    assert cluster.agent_cli("config", "set", "throttle=5").returncode == 0
     cluster.start_agent("web", agent_id="web-refuse")
     before = path.read_bytes()
 
     for pair in ("throttle=0", "pool_min=6", "throttle=many"):
-        refused = agent_cli(cluster, "config", "set", pair)
+        refused = cluster.agent_cli("config", "set", pair)
         assert refused.returncode == 2, (pair, refused.stdout, refused.stderr)
         assert path.read_bytes() == before
 
     assert (
-        "pool_min (6) must be at most throttle (5)"
-        in agent_cli(cluster, "config", "set", "pool_min=6").stderr
+        "pool_min (6) must be at most throttle (5)" in cluster.agent_cli("config", "set", "pool_min=6").stderr
     )
     assert listed(cluster, "web-refuse")["throttle"] == 5
 
@@ -93,7 +79,7 @@ def test_an_invalid_file_written_by_hand_is_logged_and_the_agent_keeps_its_setti
     cluster: Cluster, tmp_path: Path
 ) -> None:
     path = settings_from_the_file_only(cluster, tmp_path)
-    assert agent_cli(cluster, "config", "set", "throttle=5").returncode == 0
+    assert cluster.agent_cli("config", "set", "throttle=5").returncode == 0
     cluster.start_agent("web", agent_id="web-hand")
     path.write_text("throttle = 0\n")
     wait_for(
@@ -108,11 +94,11 @@ def test_a_role_added_is_led_and_a_role_removed_is_given_up_without_a_restart(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     settings_from_the_file_only(cluster, tmp_path)
-    assert agent_cli(cluster, "config", "set", "roles=web").returncode == 0
+    assert cluster.agent_cli("config", "set", "roles=web").returncode == 0
     cluster.start_agent(agent_id="roles-live")  # its roles from the file
     wait_for(lambda: listed(cluster, "roles-live")["leader_of"] == ["web"], 20, "it to lead web")
 
-    assert agent_cli(cluster, "config", "set", "roles=web,db").returncode == 0
+    assert cluster.agent_cli("config", "set", "roles=web,db").returncode == 0
     wait_for(lambda: sorted(listed(cluster, "roles-live")["leader_of"]) == ["db", "web"], 20, "it to lead db")
     root = tmp_path / "db-step"
     workflow = wait_succeeded(
@@ -120,7 +106,7 @@ def test_a_role_added_is_led_and_a_role_removed_is_given_up_without_a_restart(
     )
     assert workflow["steps"][0]["agent"] == "roles-live"
 
-    assert agent_cli(cluster, "config", "set", "roles=db").returncode == 0
+    assert cluster.agent_cli("config", "set", "roles=db").returncode == 0
     wait_for(lambda: listed(cluster, "roles-live")["leader_of"] == ["db"], 20, "it to give web up")
     assert cluster.redis.get(names.leader_key("web")) is None
     assert listed(cluster, "roles-live")["roles"] == ["db"]
@@ -136,7 +122,7 @@ def test_a_throttle_lowered_while_every_process_is_busy_holds_then_raised_again_
     first = submit(cluster, cluster.write("busy.yaml", burst(busy, "busy", 20, gate=gate)))
     wait_for(lambda: started(busy) == 20, 120, "20 steps running at once (the pool growing from 1)")
 
-    assert agent_cli(cluster, "config", "set", "throttle=5").returncode == 0
+    assert cluster.agent_cli("config", "set", "throttle=5").returncode == 0
     wait_for(lambda: listed(cluster, "web-busy")["throttle"] == 5, 20, "the agent to announce throttle 5")
     gate.touch()
     wait_succeeded(cluster, first)
@@ -146,7 +132,7 @@ def test_a_throttle_lowered_while_every_process_is_busy_holds_then_raised_again_
     wait_succeeded(cluster, submit(cluster, cluster.write("few.yaml", burst(few, "few", 10, hold_s=1))))
     assert most_at_once(few) == 5
 
-    assert agent_cli(cluster, "config", "set", "throttle=12").returncode == 0
+    assert cluster.agent_cli("config", "set", "throttle=12").returncode == 0
     wait_for(lambda: listed(cluster, "web-busy")["throttle"] == 12, 20, "the agent to announce throttle 12")
     more, gate = tmp_path / "more", tmp_path / "go-more"
     third = submit(cluster, cluster.write("more.yaml", burst(more, "more", 14, gate=gate)))
@@ -160,7 +146,7 @@ def test_a_removed_role_is_given_up_only_once_its_running_step_has_ended(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     settings_from_the_file_only(cluster, tmp_path)
-    assert agent_cli(cluster, "config", "set", "roles=web,db").returncode == 0
+    assert cluster.agent_cli("config", "set", "roles=web,db").returncode == 0
     cluster.start_agent(agent_id="roles-busy")
     wait_for(
         lambda: sorted(listed(cluster, "roles-busy")["leader_of"]) == ["db", "web"], 20, "it to lead both"
@@ -169,7 +155,7 @@ def test_a_removed_role_is_given_up_only_once_its_running_step_has_ended(
     workflow = submit(cluster, cluster.write("web.yaml", burst(root, "web-hold", 1, gate=gate)))
     wait_for(lambda: started(root) == 1, 30, "the web step to run")
 
-    assert agent_cli(cluster, "config", "set", "roles=db").returncode == 0
+    assert cluster.agent_cli("config", "set", "roles=db").returncode == 0
     wait_for(lambda: listed(cluster, "roles-busy")["roles"] == ["db"], 20, "it to announce its new roles")
     assert cluster.redis.get(names.leader_key("web")) is not None  # held while its step runs
     gate.touch()
@@ -180,12 +166,12 @@ def test_a_removed_role_is_given_up_only_once_its_running_step_has_ended(
 
 def test_a_fixed_pool_grows_and_shrinks_to_a_new_throttle(cluster: Cluster, tmp_path: Path) -> None:
     settings_from_the_file_only(cluster, tmp_path)
-    assert agent_cli(cluster, "config", "set", "autoscale=false", "throttle=6").returncode == 0
+    assert cluster.agent_cli("config", "set", "autoscale=false", "throttle=6").returncode == 0
     cluster.start_agent("web", agent_id="web-fixed-live")
     agent = cluster.procs["agent-web-fixed-live"].pid
     wait_for(lambda: len(children_of(agent)) == 6, 30, "6 pool processes")
 
-    assert agent_cli(cluster, "config", "set", "throttle=3").returncode == 0
+    assert cluster.agent_cli("config", "set", "throttle=3").returncode == 0
     wait_for(lambda: len(children_of(agent)) == 3, 30, "3 pool processes")
     root = tmp_path / "burst"
     wait_succeeded(
@@ -193,5 +179,5 @@ def test_a_fixed_pool_grows_and_shrinks_to_a_new_throttle(cluster: Cluster, tmp_
     )
     assert most_at_once(root) == 3
 
-    assert agent_cli(cluster, "config", "set", "throttle=8").returncode == 0
+    assert cluster.agent_cli("config", "set", "throttle=8").returncode == 0
     wait_for(lambda: len(children_of(agent)) == 8, 30, "8 pool processes")

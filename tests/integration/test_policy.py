@@ -5,8 +5,6 @@ nothing."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,17 +20,6 @@ pytestmark = pytest.mark.integration
 
 HEARTBEAT_INTERVAL_S = 1.0  # the agents' default
 MARGIN_S = 5.0  # a shared, busy machine: the fetch, the file written, this test's own polling
-
-
-def agent_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agents", *args],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def kept_policy(path: Path) -> dict[str, Any]:
@@ -60,7 +47,7 @@ def shown_policies(cluster: Cluster, *args: str) -> list[dict[str, Any]]:
 def test_a_policy_reaches_the_running_agents_of_its_role_over_their_file(tls_cluster: Cluster) -> None:
     cluster = tls_cluster
     cluster.env.pop("CONVERGE_AGENT_THROTTLE", None)
-    written = agent_cli(cluster, "config", "set", "throttle=20", "id=web-01", "roles=web")
+    written = cluster.agent_cli("config", "set", "throttle=20", "id=web-01", "roles=web")
     assert written.returncode == 0, written.stderr
     start_agent_with_token(cluster, "web", "web-01")
     kept = Path(cluster.env["CONVERGE_AGENT_STATE_DIR"]) / "web-01" / "policy.json"
@@ -76,7 +63,7 @@ def test_a_policy_reaches_the_running_agents_of_its_role_over_their_file(tls_clu
     )
     assert time.monotonic() - set_at < HEARTBEAT_INTERVAL_S + MARGIN_S
     assert kept_policy(kept)["roles"] == {"throttle": "web"}
-    shown = agent_cli(cluster, "config", "show", "--json")
+    shown = cluster.agent_cli("config", "show", "--json")
     assert shown.returncode == 0, shown.stderr
     settings = json.loads(shown.stdout)["settings"]
     assert settings["throttle"] == {"value": 5, "source": "policy"}
@@ -104,7 +91,7 @@ def test_a_policy_reaches_the_running_agents_of_its_role_over_their_file(tls_clu
         HEARTBEAT_INTERVAL_S + MARGIN_S,
         "the agent to drop the policy",
     )
-    settings = json.loads(agent_cli(cluster, "config", "show", "--json").stdout)["settings"]
+    settings = json.loads(cluster.agent_cli("config", "show", "--json").stdout)["settings"]
     assert settings["throttle"] == {"value": 20, "source": "file"}
     wait_for(lambda: announced_throttle(cluster, "web-01") == 20, 20, "the agent to go back to its file's 20")
 
