@@ -16,8 +16,12 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+# Three pytest processes, each taking whole files (a module's Redis and engine stay in one process):
+# the tests mostly wait on real engines, agents and Redis, so three share two cores well.
+PYTEST_WORKERS ?= 3
+
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 bench: install
 	$(PY) -m tests.bench
