@@ -108,6 +108,12 @@ class Sentinels:
         argv = [redis_server_binary(), str(self._conf(name, lines))]
         self.processes[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def start_replica(self, timeout_s: float = 30.0) -> None:
+        """The replica again (after `kill("replica")`), on its port, following the primary of the day."""
+        primary = self.primary_address() or (HOST, self.primary_port)
+        self._data_node("replica", self.replica_port, replica_of=primary[1])
+        self.wait_replicated(timeout_s)
+
     def _sentinel(self, name: str, port: int) -> None:
         lines = [
             f"port {port}",
