@@ -108,6 +108,27 @@ class Sentinels:
         argv = [redis_server_binary(), str(self._conf(name, lines))]
         self.processes[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def restart(self, name: str) -> None:
+        """A killed data node (`primary`, `replica`) again, on its port, from its configuration file; it
+        comes back empty (no persistence), and the sentinels make it a replica of the primary of the day."""
+        conf = self.workdir / name / f"{name}.conf"
+        self.processes[name] = subprocess.Popen(
+            [redis_server_binary(), str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def is_replica_of(self, port: int, primary_port: int) -> bool:
+        """Whether the node on `port` is a replica of `primary_port` with its link up."""
+        try:
+            with self.node(port) as client:
+                info = client.info("replication")
+        except redis.RedisError:
+            return False
+        return bool(
+            info.get("role") == "slave"
+            and int(info.get("master_port", 0)) == primary_port
+            and info.get("master_link_status") == "up"
+        )
+
     def start_replica(self, timeout_s: float = 30.0) -> None:
         """The replica again (after `kill("replica")`), on its port, following the primary of the day."""
         primary = self.primary_address() or (HOST, self.primary_port)

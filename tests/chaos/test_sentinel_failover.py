@@ -6,7 +6,8 @@ copied to the replica (Redis does not replicate ACL SETUSER). The steps are a ch
 a second each. Each logs `check NAME TIME` from its guard (`unless`, run on every delivery of the step),
 then `start` and `end` around its `run`, so what ran, how often and when comes from what the steps did.
 The primary is killed once a step has started; the workflow must succeed on the new primary with every
-step's `run` executed exactly once.
+step's `run` executed exactly once. The old primary, started again empty, becomes a replica of the new one
+and gets the agent's user from the engine's duty (engine.acl_mirror).
 """
 
 from __future__ import annotations
@@ -140,13 +141,26 @@ def test_a_workflow_succeeds_through_a_sentinel_failover_of_the_primary_with_eac
     first_end_after = min(t for times in ends.values() for t in times if t > killed_at)
     first_start_after = min(t for times in starts.values() for t in times if t > killed_at)
     log = (cluster.logs / f"agent-{AGENT}.log").read_text()
+    assert "Connected to agents.transport:SentinelTransport://" in log, "the agent's own transport"
     assert "Unrecoverable error" not in log, log
     assert "NOPERM" not in log and "WRONGPASS" not in log, log
+    # the old primary comes back empty, as a replica of the new one: the engine's duty gives it the users
+    sentinels.restart("primary")
+    restarted_at = time.time()
+    wait_for(
+        lambda: (
+            sentinels.is_replica_of(sentinels.primary_port, sentinels.replica_port)
+            and user in users_on(sentinels, sentinels.primary_port)
+        ),
+        60,
+        "the old primary to be a replica again, with the agent's user",
+    )
+    caught_up_s = time.time() - restarted_at
     print(
         f"\nSentinel failover: kill to promotion {promoted_at - killed_at:.2f}s; kill to the first step end "
         f"{first_end_after - killed_at:.2f}s, to the first step start {first_start_after - killed_at:.2f}s; "
         f"kill to the workflow done {ended_at - killed_at:.2f}s; the steps ran from "
         f"{starts[STEPS[0]][0]:.2f} to {ends[STEPS[-1]][0]:.2f}: {ends[STEPS[-1]][0] - starts[STEPS[0]][0]:.2f}s; "
-        f"runs per step {counts(tmp_path, 'start')}, guard checks per step {checks}; attempts "
+        f"old primary restarted to a replica with the agent's user: {caught_up_s:.2f}s; runs per step {counts(tmp_path, 'start')}, guard checks per step {checks}; attempts "
         f"{ {s['resource']: s['attempt'] for s in done['steps']} }"
     )
