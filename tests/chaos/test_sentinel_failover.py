@@ -144,6 +144,8 @@ def test_a_workflow_succeeds_through_a_sentinel_failover_of_the_primary_with_eac
     assert "Connected to agents.transport:SentinelTransport://" in log, "the agent's own transport"
     assert "Unrecoverable error" not in log, log
     assert "NOPERM" not in log and "WRONGPASS" not in log, log
+    for name in ("engine", f"agent-{AGENT}"):  # the URL is shown with its password as ***
+        assert PASSWORD not in (cluster.logs / f"{name}.log").read_text().replace("%20", " "), name
     # the old primary comes back empty, as a replica of the new one: the engine's duty gives it the users
     sentinels.restart("primary")
     restarted_at = time.time()
