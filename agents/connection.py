@@ -12,6 +12,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from common.redisclient import redis_client
+
 
 def fail_fast(url: str, timeout_s: float, *, single: bool = False) -> redis.Redis:
     """A client whose commands give up after one try of at most `timeout_s`.
@@ -19,8 +21,11 @@ def fail_fast(url: str, timeout_s: float, *, single: bool = False) -> redis.Redi
     `single`: one connection, held (redis-py's `single_connection_client`), for a client used by one
     thread on a hot path: it skips taking a connection from the pool and checking it for every command,
     a third of a command's cost. A failed command drops the connection, and the next one connects anew.
+
+    On a sentinel URL no address is pinned: the new connection asks the sentinels for the primary again
+    (`common.redisclient`), so a client made before a failover follows it after one failed command.
     """
-    return redis.Redis.from_url(
+    return redis_client(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,

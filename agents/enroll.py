@@ -35,6 +35,7 @@ from agents.engine_api import EngineApi, EngineApiError
 from common import signing
 from common.errors import ConvergeError, Refused
 from common.models import ADMISSION_FILE, AGENT_KEY_FILE, Admission, EnrollRequest, StatusRequest
+from common.redisclient import redis_client
 from common.settings import redact
 from common.version import converge_version
 from workflows.capabilities import to_json
@@ -176,7 +177,7 @@ def _patiently(call: Callable[[], Admission], poll_s: float) -> Admission:
 
 def _accepted(admission: Admission) -> bool:
     """Whether Redis still takes the kept credentials (not a revoked agent's, nor ones Redis forgot)."""
-    client = redis.Redis.from_url(admission.broker_url or "", socket_connect_timeout=5)
+    client = redis_client(admission.broker_url or "", socket_connect_timeout=5)
     try:
         client.ping()
     except redis.AuthenticationError:

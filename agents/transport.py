@@ -7,6 +7,9 @@
   keeps one per pool; a new pool (after a reconnect) gets a new client.
 - A channel that outlives its connection (kombu 5.7.0 bug, see `Channel._connparams`).
 - Junk on a queue is dropped, not fatal (see `Channel._brpop_read`).
+
+`SentinelTransport` is the same channel through Redis Sentinel (`common.sentinel_transport`): it follows a
+failover and keeps these fixes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from kombu.transport import virtual
 from kombu.utils.json import loads
 
 from agents import junk
+from common import sentinel_transport
 
 
 def _text(value: bytes | str) -> str:
@@ -123,3 +127,11 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, sentinel_transport.Channel):
+    """This module's channel on a Sentinel-managed pool: its fixes, and the pool of the primary of the day."""
+
+
+class SentinelTransport(sentinel_transport.Transport):
+    Channel = SentinelChannel

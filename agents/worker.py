@@ -36,11 +36,12 @@ from agents.runner import StepRunner
 from agents.shared import SharedStepSettings
 from agents.verdicts import EXPECTED, tell
 from agents.verify import Gate, load_engine_key
-from common import names, signing
+from common import names, sentinel, signing
 from common.celery_app import make_app, queue
 from common.election import Election
 from common.errors import Refused, Unreachable
 from common.models import StepMessage
+from common.redisclient import redis_client
 from common.settings import redact
 from common.version import converge_version
 from workflows.registry import Registry, default_registry
@@ -109,6 +110,8 @@ def build_app(
     app.conf[KEEPALIVE_CONF] = settings.pool_keepalive_s
     if settings.broker_url.startswith("redis://"):
         app.conf.broker_transport = "agents.transport:Transport"
+    elif sentinel.is_sentinel(settings.broker_url):
+        app.conf.broker_transport = "agents.transport:SentinelTransport"
     return app
 
 
@@ -224,7 +227,7 @@ def run(
     if event_key is None:
         event_key = trusted_event_key(settings)
         registered = base64.b64encode(event_key).decode()
-    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=5)
+    client = redis_client(settings.broker_url, socket_connect_timeout=5)
     registry, loaded = extensions.agent_registry(settings)  # announced: a refused file shows in agents list
     info = agent_info(settings, converge_version())
     info = info.model_copy(update={"extension_problems": extensions.announced_problems(registry, loaded)})

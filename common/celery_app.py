@@ -7,7 +7,10 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
-from common import defaults, names
+from common import defaults, names, sentinel
+
+# The transport of a sentinel broker URL (the agents replace it with theirs, which keeps their fixes).
+SENTINEL_TRANSPORT = "common.sentinel_transport:Transport"
 
 
 def make_app(
@@ -24,12 +27,16 @@ def make_app(
     unacknowledged messages older than it); the agent also drops deliveries of attempts no longer current.
     An agent's app keeps the messages it took in keys of its own (`names.unacked_keys`).
     """
-    app = Celery(name, broker=broker_url, set_as_current=False)
     transport: dict[str, Any] = {
         "visibility_timeout": visibility_timeout_s,
         "socket_connect_timeout": 5,
         "socket_timeout": 30,
     }
+    if sentinel.is_sentinel(broker_url):  # one sentinel for Celery, all of them for the transport
+        parsed = sentinel.parse(broker_url)
+        broker_url = parsed.celery_url()
+        transport.update(parsed.transport_options())
+    app = Celery(name, broker=broker_url, set_as_current=False)
     if agent_id is not None:
         transport.update(names.unacked_keys(agent_id))
     app.conf.update(
@@ -55,6 +62,8 @@ def make_app(
         task_create_missing_queues=True,
         enable_utc=True,
     )
+    if sentinel.is_sentinel(broker_url):
+        app.conf.broker_transport = SENTINEL_TRANSPORT
     return app
 
 

@@ -17,18 +17,24 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common import defaults
+from common import defaults, sentinel
 from common.errors import BadInput
 
 ENV_PREFIX = "CONVERGE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
-_BROKER_FORMS = "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH/TO/redis.sock"
+_BROKER_FORMS = (
+    "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS), unix:///PATH/TO/redis.sock or "
+    f"{sentinel.FORM} (Sentinel)"
+)
 _STORE_FORMS = "sqlite:///PATH/TO/converge.db or postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced by `***`: what a message or a log may show."""
+    """The URL with its password replaced by `***`: what a message or a log may show. A sentinel URL has
+    several parts and passwords in its query too: each is hidden."""
+    if sentinel.is_sentinel(url) or ";" in url:
+        return sentinel.redact(url)
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -43,8 +49,15 @@ def redact(url: str) -> str:
 
 
 def check_broker_url(url: str) -> str:
-    """`url` if it is a Redis URL (redis://, rediss:// or unix://), else ValueError saying what to write."""
+    """`url` if it is a Redis URL (redis://, rediss://, unix:// or sentinel://), else ValueError saying what
+    to write."""
     shown = redact(url)
+    if sentinel.is_sentinel(url):
+        try:
+            sentinel.parse(url)
+        except ValueError as exc:
+            raise ValueError(f"{shown!r} is not a sentinel URL: {exc}") from None
+        return url
     parts = urlsplit(url)
     if parts.scheme not in _REDIS_SCHEMES or not (parts.netloc or parts.path):
         raise ValueError(f"{shown!r} is not a Redis URL: expected {_BROKER_FORMS}")

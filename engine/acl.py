@@ -30,7 +30,7 @@ import secrets
 
 import redis
 
-from common import names
+from common import names, sentinel
 
 USER_PREFIX = "converge-agent-"
 # kombu's separator between a queue's name and its priority (kombu.transport.redis.Channel.sep).
@@ -93,7 +93,10 @@ def revoke(client: redis.Redis, agent_id: str) -> None:
 
 
 def url_for(broker_url: str, agent_id: str, password: str) -> str:
-    """The broker URL an agent uses: the engine's, with the agent's user and password."""
+    """The broker URL an agent uses: the engine's, with the agent's user and password. On a sentinel URL
+    they are the data nodes' credentials; the sentinels' own (in the query) stay as they are."""
+    if sentinel.is_sentinel(broker_url):
+        return sentinel.parse(broker_url).with_credentials(user_name(agent_id), password).geturl()
     scheme, rest = broker_url.split("://", 1)
     host = rest.rsplit("@", 1)[-1]
     return f"{scheme}://{user_name(agent_id)}:{password}@{host}"

@@ -35,7 +35,7 @@ from common.models import (
     StepState,
 )
 from common.store.interface import EnrollmentRecord, Store
-from engine import acl, auth
+from engine import acl, acl_mirror, auth
 from engine.core import Engine
 
 log = logging.getLogger("converge.engine.admission")
@@ -148,6 +148,7 @@ def status(engine: Engine, request: StatusRequest, now: float) -> Admission:
 def _issue(engine: Engine, record: EnrollmentRecord) -> Admission:
     """New credentials for an admitted agent: a Redis user of its roles, an API token; the old ones go."""
     password = acl.grant(engine.client, record.id, record.roles)
+    acl_mirror.mirror_now(engine.settings.broker_url)  # behind Sentinel: on the replicas too
     _drop_token(engine.store, record.id)
     token = auth.create(engine.store, record.id, auth.Role.AGENT)
     broker_url = engine.settings.agents_broker_url or engine.settings.broker_url
@@ -193,6 +194,7 @@ def decide(engine: Engine, agent_id: str, action: Action) -> AdmissionState:
 def withdraw(engine: Engine, agent_id: str) -> None:
     """Delete the agent's Redis user (closing its connections) and token; run its steps again elsewhere."""
     acl.revoke(engine.client, agent_id)
+    acl_mirror.mirror_now(engine.settings.broker_url)
     _drop_token(engine.store, agent_id)
     lost = [
         StatusEvent(

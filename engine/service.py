@@ -18,10 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from common import logformat, signing
 from common.celery_app import make_app
 from common.errors import BadInput, Unreachable
+from common.redisclient import redis_client
 from common.settings import Settings, redact, split_bind
 from common.store import Pool, open_store
 from common.store.imports import MachineRecord
 from common.version import converge_version
+from engine.acl_mirror import Mirror
 from engine.api import create_api
 from engine.core import Engine
 from engine.dispatcher import Dispatcher
@@ -47,7 +49,7 @@ log = logging.getLogger("converge.engine")
 
 
 def connect_redis(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    client = redis_client(url, socket_connect_timeout=5, health_check_interval=30)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -250,12 +252,14 @@ def run(settings: Settings) -> None:
     watchdog = Watchdog(engine, leading=duties.leading)
     checker = Scheduler(engine, leading=duties.leading)
     monitor = import_monitor(engine, duties.leading)
+    mirror = Mirror(settings.broker_url, leading=duties.leading)  # behind Sentinel only
     threads = [
         threading.Thread(target=duties.run, name="converge-duties", daemon=True),
         threading.Thread(target=ingester.run, name="converge-ingest", daemon=True),
         threading.Thread(target=watchdog.run, name="converge-watchdog", daemon=True),
         threading.Thread(target=checker.run, name="converge-schedules", daemon=True),
         threading.Thread(target=monitor.run, name="converge-imports", daemon=True),
+        threading.Thread(target=mirror.run, name="converge-acl-mirror", daemon=True),
     ]
     for thread in threads:
         thread.start()
@@ -272,6 +276,7 @@ def run(settings: Settings) -> None:
         watchdog.stop()
         checker.stop()
         monitor.stop()
+        mirror.stop()
         for thread in threads[1:]:
             thread.join(timeout=5)
         duties.stop()  # last: hands the duties over once this engine has stopped acting on them

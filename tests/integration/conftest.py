@@ -23,6 +23,7 @@ import redis
 
 from common import signing
 from common.localredis import LocalRedis, free_port
+from common.redisclient import redis_client
 
 PG_URL = os.environ.get("CONVERGE_TEST_POSTGRES_URL")
 # A developer's own token and trust settings must not leak into the clusters the tests start.
@@ -137,7 +138,7 @@ class Cluster:
         if not tls:
             self.env["CONVERGE_INSECURE_HTTP"] = "1"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.redis = redis.Redis.from_url(broker_url)
+        self.redis = redis_client(broker_url)
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         with (self.logs / f"{name}.log").open("ab") as log:
