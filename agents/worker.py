@@ -126,6 +126,22 @@ def pool_args(settings: AgentSettings) -> list[str]:
     return [f"--concurrency={settings.throttle}"]
 
 
+def lower_priority(increment: int) -> None:
+    """Run this pool process (and what its steps start) `increment` nice levels below the agent.
+
+    The agent's main process is the one consumer of its steps: it takes each from Redis, hands it to the
+    pool and acknowledges it, and its threads heartbeat and send the outbox. Twenty busy pool processes at
+    its own priority leave it a twenty-first of a core, and the pool then waits on it: on 2 cores the
+    agent ran no-op steps with a third of the CPU idle. Below it, the main process gets the CPU when it
+    needs it, and the steps all the rest.
+    """
+    if increment:
+        try:
+            os.nice(increment)
+        except OSError as exc:  # a host that refuses it: the steps run at the agent's priority
+            log.warning("cannot lower the priority of the pool process by %d: %s", increment, exc)
+
+
 def role_running(role: str) -> bool:
     """Whether a step of `role` runs on this agent now (in the main process: Celery's active requests)."""
     try:
@@ -337,6 +353,7 @@ def run(
     signals.celeryd_after_setup.connect(lambda **_: say_start(settings), weak=False)  # Celery's logging is up
     signals.celeryd_after_setup.connect(lambda **_: extensions.log_report(loaded), weak=False)
     signals.worker_ready.connect(on_ready, weak=False)
+    signals.worker_process_init.connect(lambda **_: lower_priority(settings.step_nice), weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)
     app.worker_main(
         [

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, desired_state
 
 
 def _listed(cluster: Cluster, agent_id: str) -> dict:
@@ -36,3 +37,29 @@ def test_the_throttle_option_overrides_the_file(cluster: Cluster, tmp_path: Path
     cluster.start_agent("web", agent_id="web-option", throttle=5)
 
     assert _listed(cluster, "web-option")["throttle"] == 5
+
+
+def test_steps_and_their_commands_run_step_nice_levels_below_the_agent(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.env["CONVERGE_AGENT_STEP_NICE"] = "7"
+    cluster.start_agent("web", agent_id="web-nice")
+    out = tmp_path / "nice"
+    desired = cluster.write(
+        "nice.yaml",
+        desired_state(
+            "nice",
+            f"""
+  - kind: command
+    name: nice
+    role: web
+    spec: {{run: "ps -o ni= -p $$ > {out}", creates: {out}}}
+""",
+        ),
+    )
+
+    result = cluster.apply(desired)
+
+    assert result["exit_code"] == 0, result
+    agent_nice = os.getpriority(os.PRIO_PROCESS, cluster.procs["agent-web-nice"].pid)
+    assert int(out.read_text()) == agent_nice + 7
