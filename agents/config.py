@@ -90,10 +90,13 @@ class AgentSettings(BaseSettings):
     # stays small. `autoscale = false` keeps `throttle` processes at all times, as agents did before.
     autoscale: bool = True
     pool_min: int = Field(default=1, ge=1, le=1000)
-    # How much lower than the agent's own the priority of its steps is (a nice increment for the pool
-    # processes, and so for the commands they start): on a host whose CPU the steps take, the agent's
-    # consumer, heartbeat and reports still get theirs. 0 runs steps at the agent's priority.
-    step_nice: int = Field(default=10, ge=0, le=19)
+    # How many nice levels the agent's main process (its consumer, heartbeat and reports) raises its own
+    # priority by at start, where the host allows it (root, or CAP_SYS_NICE): busy steps then never keep
+    # it waiting. Its pool processes, and so the steps, go back to the priority the agent started with.
+    priority_boost: int = Field(default=10, ge=0, le=20)
+    # Nice levels below the agent's starting priority that steps run at (the pool processes, and the
+    # commands they start): for steps that must yield the CPU to the host's own services.
+    step_nice: int = Field(default=0, ge=0, le=19)
     pool_keepalive_s: float = Field(default=10.0, gt=0)
     step_timeout_s: float = Field(default=defaults.STEP_TIMEOUT_S, gt=0)
     # After this many failed heartbeats in a row the agent ends its running steps (nobody can follow them).

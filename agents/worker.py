@@ -126,20 +126,40 @@ def pool_args(settings: AgentSettings) -> list[str]:
     return [f"--concurrency={settings.throttle}"]
 
 
-def lower_priority(increment: int) -> None:
-    """Run this pool process (and what its steps start) `increment` nice levels below the agent.
+def raise_priority(boost: int) -> int:
+    """Raise this (the agent's main) process's priority by up to `boost` nice levels; how many it got.
 
-    The agent's main process is the one consumer of its steps: it takes each from Redis, hands it to the
-    pool and acknowledges it, and its threads heartbeat and send the outbox. Twenty busy pool processes at
-    its own priority leave it a twenty-first of a core, and the pool then waits on it: on 2 cores the
-    agent ran no-op steps with a third of the CPU idle. Below it, the main process gets the CPU when it
-    needs it, and the steps all the rest.
+    The main process is the agent's one consumer: it takes each step from Redis, hands it to the pool and
+    acknowledges it, and its threads heartbeat and send the outbox. Twenty busy pool processes at its
+    priority left it a twenty-first of the CPU, and the pool waited on it: on 2 cores the agent ran no-op
+    steps with a sixth of the CPU idle. Raising a priority needs root or CAP_SYS_NICE; without, the agent
+    runs as before and says so.
     """
-    if increment:
+    if not boost:
+        return 0
+    now = os.getpriority(os.PRIO_PROCESS, 0)
+    wanted = max(-20, now - boost)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, wanted)
+    except OSError as exc:
+        log.info(
+            "runs at its starting priority (nice %d): raising it by %d needs root or CAP_SYS_NICE (%s)",
+            now,
+            boost,
+            exc.strerror or exc,
+        )
+        return 0
+    return now - wanted
+
+
+def steps_priority(boosted: int, step_nice: int) -> None:
+    """In a new pool process: back to the agent's starting priority (it inherits the boosted one), and
+    `step_nice` levels below that; the commands its steps start inherit it."""
+    if boosted + step_nice:
         try:
-            os.nice(increment)
-        except OSError as exc:  # a host that refuses it: the steps run at the agent's priority
-            log.warning("cannot lower the priority of the pool process by %d: %s", increment, exc)
+            os.nice(boosted + step_nice)
+        except OSError as exc:  # lowering a priority is always allowed; a host that refuses it is odd
+            log.warning("cannot set the priority of a pool process: %s", exc)
 
 
 def role_running(role: str) -> bool:
@@ -353,7 +373,8 @@ def run(
     signals.celeryd_after_setup.connect(lambda **_: say_start(settings), weak=False)  # Celery's logging is up
     signals.celeryd_after_setup.connect(lambda **_: extensions.log_report(loaded), weak=False)
     signals.worker_ready.connect(on_ready, weak=False)
-    signals.worker_process_init.connect(lambda **_: lower_priority(settings.step_nice), weak=False)
+    boosted = raise_priority(settings.priority_boost)  # before Celery forks the pool from this process
+    signals.worker_process_init.connect(lambda **_: steps_priority(boosted, settings.step_nice), weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)
     app.worker_main(
         [

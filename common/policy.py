@@ -62,6 +62,7 @@ class PolicyValues(BaseModel):
     autoscale: bool | None = None
     pool_min: int | None = Field(default=None, ge=1, le=1000)
     pool_keepalive_s: float | None = Field(default=None, gt=0)
+    priority_boost: int | None = Field(default=None, ge=0, le=20)
     step_nice: int | None = Field(default=None, ge=0, le=19)
 
 
