@@ -266,14 +266,15 @@ def test_applying_the_same_desired_state_while_it_runs_returns_the_same_workflow
     cluster: Cluster, tmp_path: Path
 ) -> None:
     cluster.start_agent("work", agent_id="work-1")
-    desired = cluster.write(
-        "slow.yaml", desired_state("slow", "  - {kind: wait_for, name: w, role: work, spec: {seconds: 3}}\n")
-    )
+    gate = tmp_path / "gate"  # the step runs until the test says: however slow the second submit is
+    step = f"  - {{kind: wait_for, name: w, role: work, spec: {{path: {gate}, within_s: 120}}}}\n"
+    desired = cluster.write("slow.yaml", desired_state("slow", step))
 
     first = submit(cluster, desired)
     second = submit(cluster, desired)
 
     assert first == second
+    gate.touch()
     assert finished(cluster, first)["state"] == "succeeded"
     assert submit(cluster, desired) != first, "once finished, the same file starts a new workflow"
 
@@ -281,13 +282,13 @@ def test_applying_the_same_desired_state_while_it_runs_returns_the_same_workflow
 def test_progress_is_visible_while_a_step_runs(cluster: Cluster) -> None:
     cluster.start_agent("work", agent_id="work-1")
     desired = cluster.write(
-        "wait.yaml", desired_state("wait", "  - {kind: wait_for, name: w, role: work, spec: {seconds: 4}}\n")
+        "wait.yaml", desired_state("wait", "  - {kind: wait_for, name: w, role: work, spec: {seconds: 10}}\n")
     )
     workflow_id = submit(cluster, desired)
 
-    step = wait_for(
+    step = wait_for(  # the 10 s leave room for `workflows show` on a busy machine
         lambda: (s := cluster.show(workflow_id)["steps"][0])["progress"] and 0 < s["progress"] < 100 and s,
-        20,
+        60,
         "progress between 0 and 100",
     )
 

@@ -35,7 +35,7 @@ def test_config_set_throttle_changes_how_many_steps_a_running_agent_runs_at_once
     assert listed(cluster, "web-live")["throttle"] == 20
 
     assert cluster.agent_cli("config", "set", "throttle=5").returncode == 0
-    wait_for(lambda: listed(cluster, "web-live")["throttle"] == 5, 20, "the agent to announce throttle 5")
+    wait_for(lambda: listed(cluster, "web-live")["throttle"] == 5, 60, "the agent to announce throttle 5")
 
     root = tmp_path / "burst"
     workflow = submit(cluster, cluster.write("burst.yaml", burst(root, "live-burst", 10, hold_s=1)))
@@ -96,10 +96,10 @@ def test_a_role_added_is_led_and_a_role_removed_is_given_up_without_a_restart(
     settings_from_the_file_only(cluster, tmp_path)
     assert cluster.agent_cli("config", "set", "roles=web").returncode == 0
     cluster.start_agent(agent_id="roles-live")  # its roles from the file
-    wait_for(lambda: listed(cluster, "roles-live")["leader_of"] == ["web"], 20, "it to lead web")
+    wait_for(lambda: listed(cluster, "roles-live")["leader_of"] == ["web"], 60, "it to lead web")
 
     assert cluster.agent_cli("config", "set", "roles=web,db").returncode == 0
-    wait_for(lambda: sorted(listed(cluster, "roles-live")["leader_of"]) == ["db", "web"], 20, "it to lead db")
+    wait_for(lambda: sorted(listed(cluster, "roles-live")["leader_of"]) == ["db", "web"], 60, "it to lead db")
     root = tmp_path / "db-step"
     workflow = wait_succeeded(
         cluster, submit(cluster, cluster.write("db.yaml", burst(root, "db", 1, role="db")))
@@ -107,7 +107,7 @@ def test_a_role_added_is_led_and_a_role_removed_is_given_up_without_a_restart(
     assert workflow["steps"][0]["agent"] == "roles-live"
 
     assert cluster.agent_cli("config", "set", "roles=db").returncode == 0
-    wait_for(lambda: listed(cluster, "roles-live")["leader_of"] == ["db"], 20, "it to give web up")
+    wait_for(lambda: listed(cluster, "roles-live")["leader_of"] == ["db"], 60, "it to give web up")
     assert cluster.redis.get(names.leader_key("web")) is None
     assert listed(cluster, "roles-live")["roles"] == ["db"]
 
@@ -123,7 +123,7 @@ def test_a_throttle_lowered_while_every_process_is_busy_holds_then_raised_again_
     wait_for(lambda: started(busy) == 20, 120, "20 steps running at once (the pool growing from 1)")
 
     assert cluster.agent_cli("config", "set", "throttle=5").returncode == 0
-    wait_for(lambda: listed(cluster, "web-busy")["throttle"] == 5, 20, "the agent to announce throttle 5")
+    wait_for(lambda: listed(cluster, "web-busy")["throttle"] == 5, 60, "the agent to announce throttle 5")
     gate.touch()
     wait_succeeded(cluster, first)
     wait_for(lambda: len(children_of(agent)) <= 5, 30, "the pool down to the new throttle")
@@ -133,7 +133,7 @@ def test_a_throttle_lowered_while_every_process_is_busy_holds_then_raised_again_
     assert most_at_once(few) == 5
 
     assert cluster.agent_cli("config", "set", "throttle=12").returncode == 0
-    wait_for(lambda: listed(cluster, "web-busy")["throttle"] == 12, 20, "the agent to announce throttle 12")
+    wait_for(lambda: listed(cluster, "web-busy")["throttle"] == 12, 60, "the agent to announce throttle 12")
     more, gate = tmp_path / "more", tmp_path / "go-more"
     third = submit(cluster, cluster.write("more.yaml", burst(more, "more", 14, gate=gate)))
     wait_for(lambda: started(more) == 12, 120, "12 steps running at once")
@@ -156,12 +156,12 @@ def test_a_removed_role_is_given_up_only_once_its_running_step_has_ended(
     wait_for(lambda: started(root) == 1, 30, "the web step to run")
 
     assert cluster.agent_cli("config", "set", "roles=db").returncode == 0
-    wait_for(lambda: listed(cluster, "roles-busy")["roles"] == ["db"], 20, "it to announce its new roles")
+    wait_for(lambda: listed(cluster, "roles-busy")["roles"] == ["db"], 60, "it to announce its new roles")
     assert cluster.redis.get(names.leader_key("web")) is not None  # held while its step runs
     gate.touch()
 
     wait_succeeded(cluster, workflow)  # reported under the epoch it started with
-    wait_for(lambda: cluster.redis.get(names.leader_key("web")) is None, 20, "the web lease given up")
+    wait_for(lambda: cluster.redis.get(names.leader_key("web")) is None, 60, "the web lease given up")
 
 
 def test_a_fixed_pool_grows_and_shrinks_to_a_new_throttle(cluster: Cluster, tmp_path: Path) -> None:
