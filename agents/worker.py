@@ -41,8 +41,7 @@ from common.celery_app import make_app, queue
 from common.election import Election
 from common.errors import Refused, Unreachable
 from common.models import StepMessage
-from common.redisclient import redis_client, unreachable
-from common.settings import redact
+from common.redisclient import described, redis_client, unreachable
 from common.version import converge_version
 from workflows.registry import Registry, default_registry
 
@@ -205,7 +204,7 @@ def say_start(settings: AgentSettings) -> None:
     log.info(
         "engine %s", settings.engine_url or "not set (engine_url): steps are reported through Redis only"
     )
-    log.info("broker %s", redact(settings.broker_url))
+    log.info("broker %s", described(settings.broker_url))
     if os.geteuid() == 0:
         log.info("runs as root: the steps of its roles change this host's files and run its commands")
 

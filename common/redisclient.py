@@ -99,6 +99,14 @@ def node_client(url: str, node: tuple[str, int], **kwargs: Any) -> redis.Redis:
     )
 
 
+def described(url: str) -> str:
+    """The URL without its password and, on rediss://, how the server's certificate is checked: the
+    engine's and the agents' start line."""
+    if not redistls.is_tls(url):
+        return redact(url)
+    return f"{redact(url)} ({redistls.describe(redistls.split(url)[1])})"
+
+
 def unreachable(url: str, exc: BaseException) -> str:
     """What to tell an operator when Redis at `url` cannot be reached (no password): on rediss://, which
     TLS file cannot be read or that the server's certificate was refused, and what to check."""

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from common.localredis import LocalRedis
+from common.localredis import LocalRedis, free_port
 from engine import acl, tls
 from tests.chaos.test_redis_failover import logged
 from tests.integration.conftest import Cluster, desired_state, wait_for
@@ -127,6 +127,9 @@ def test_a_workflow_runs_over_tls_only_redis_with_an_admitted_agent_and_each_ste
     assert acl.user_name(AGENT) in users, users
     log = (cluster.logs / f"agent-{AGENT}.log").read_text()
     assert "Connected to agents.transport:Transport://" in log, log
+    assert (
+        f"(TLS, the server's certificate checked against {tls_redis.certs.ca_cert}, and its host name)" in log
+    )
     assert "Unrecoverable error" not in log and "Traceback" not in log, log
     for name in ("engine", f"agent-{AGENT}"):  # the URL is shown with its password as ***
         assert PASSWORD not in (cluster.logs / f"{name}.log").read_text().replace("%20", " "), name
@@ -177,3 +180,27 @@ def test_an_agent_whose_ca_file_is_missing_exits_3_naming_it(
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert f"ssl_ca_certs={missing} cannot be read" in result.stderr, result.stderr
+
+
+def test_an_engine_that_cannot_trust_the_redis_certificate_exits_3_saying_so(
+    cluster: Cluster, tls_redis: TlsRedis, tmp_path: Path
+) -> None:
+    other = certificates(tmp_path / "other-ca").ca_cert
+    env = {
+        **cluster.env,
+        "CONVERGE_BROKER_URL": tls_redis.tls_url(f"ssl_ca_certs={other}"),
+        "CONVERGE_API_BIND": f"127.0.0.1:{free_port()}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "engine", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "over TLS" in result.stderr and f"checked against {other}" in result.stderr, result.stderr
+    assert PASSWORD not in result.stderr.replace("%20", " "), result.stderr
