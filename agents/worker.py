@@ -41,8 +41,7 @@ from common.celery_app import make_app, queue
 from common.election import Election
 from common.errors import Refused, Unreachable
 from common.models import StepMessage
-from common.redisclient import redis_client
-from common.settings import redact
+from common.redisclient import described, redis_client, unreachable
 from common.version import converge_version
 from workflows.registry import Registry, default_registry
 
@@ -108,7 +107,7 @@ def build_app(
     app.conf.worker_consumer = "agents.consumer:Consumer"  # junk Celery cannot use: counted and dropped
     app.conf.worker_autoscaler = "agents.autoscale:Autoscaler"  # used with --autoscale (pool_args)
     app.conf[KEEPALIVE_CONF] = settings.pool_keepalive_s
-    if settings.broker_url.startswith("redis://"):
+    if settings.broker_url.startswith(("redis://", "rediss://")):  # rediss: SSL connections, same fixes
         app.conf.broker_transport = "agents.transport:Transport"
     elif sentinel.is_sentinel(settings.broker_url):
         app.conf.broker_transport = "agents.transport:SentinelTransport"
@@ -225,7 +224,7 @@ def say_start(settings: AgentSettings) -> None:
     log.info(
         "engine %s", settings.engine_url or "not set (engine_url): steps are reported through Redis only"
     )
-    log.info("broker %s", redact(settings.broker_url))
+    log.info("broker %s", described(settings.broker_url))
     if os.geteuid() == 0:
         log.info("runs as root: the steps of its roles change this host's files and run its commands")
 
@@ -271,10 +270,7 @@ def run(
     try:  # the id, before the outbox that lives in its folder: Refused while another live agent holds it
         claim(client, info, token, settings.heartbeat_ttl_s, registered)
     except redis.RedisError as exc:
-        raise Unreachable(
-            f"cannot reach Redis at {redact(settings.broker_url)} ({exc}): start it, or point "
-            "CONVERGE_BROKER_URL (or --broker-url) at it"
-        ) from exc
+        raise Unreachable(unreachable(settings.broker_url, exc)) from exc
     finally:
         client.close()
     link = Link(settings.max_connection_failures)

@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
-from common import defaults, names, sentinel
+from common import defaults, names, redistls, sentinel
 
 # The transport of a sentinel broker URL (the agents replace it with theirs, which keeps their fixes).
 SENTINEL_TRANSPORT = "common.sentinel_transport:Transport"
@@ -36,7 +36,12 @@ def make_app(
         parsed = sentinel.parse(broker_url)
         broker_url = parsed.celery_url()
         transport.update(parsed.transport_options())
+    # rediss://: the TLS parameters as `broker_use_ssl`, read once (common.redistls); kombu's own reading of
+    # the URL would connect unchecked when it names none, and skip TLS for the agents' own transport.
+    broker_url, tls = redistls.split(broker_url)
     app = Celery(name, broker=broker_url, set_as_current=False)
+    if tls:
+        app.conf.broker_use_ssl = tls
     if agent_id is not None:
         transport.update(names.unacked_keys(agent_id))
     app.conf.update(

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import redis
@@ -51,11 +52,11 @@ class LocalRedis:
 
     def start(self, timeout_s: float = 15.0) -> LocalRedis:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv = [redis_server_binary(), *self.listen_args(), "--bind", "127.0.0.1", "--save", ""]
         argv += ["--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", str(self.workdir)]
         argv += ["--logfile", str(self.workdir / "redis.log"), "--daemonize", "no"]
         self.process = self._spawn(argv)
-        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1)
+        client = self.client(socket_connect_timeout=1)
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -71,6 +72,14 @@ class LocalRedis:
                 time.sleep(0.05)
             finally:
                 client.close()
+
+    def listen_args(self) -> list[str]:
+        """The server's options for where it listens (a subclass may listen otherwise: over TLS)."""
+        return ["--port", str(self.port)]
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A client on this server, with its password; `kwargs` as `redis.Redis` takes them."""
+        return redis.Redis(port=self.port, password=self.password, **kwargs)
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         if not self.password:

@@ -1,5 +1,8 @@
 """The one way to a `redis.Redis` from a broker URL: redis://, rediss://, unix:// or sentinel://.
 
+A rediss:// URL's TLS parameters (the CA, whether the certificate is checked) are read by
+`common.redistls`, as for Celery and kombu, so that every client checks the server the same way.
+
 A sentinel URL gives a client on a `SentinelConnectionPool`, which asks the sentinels for the primary's
 address at every new connection. A failover is then followed without anything cached: a command on a
 connection to the old primary fails (ConnectionError, or READONLY from a demoted one, which the pool turns
@@ -15,7 +18,8 @@ from typing import Any
 import redis
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
-from common import sentinel
+from common import redistls, sentinel
+from common.settings import redact
 
 
 class FollowingConnection(SentinelManagedConnection):
@@ -38,7 +42,9 @@ class FollowingConnection(SentinelManagedConnection):
 def redis_client(url: str, **kwargs: Any) -> redis.Redis:
     """A client for `url`; `kwargs` as `redis.Redis.from_url` takes them (timeouts, retry, ...)."""
     if not sentinel.is_sentinel(url):
-        return redis.Redis.from_url(url, **kwargs)
+        # TLS parameters as arguments: redis-py would let the URL's override them, with its own defaults
+        plain, tls = redistls.split(url)
+        return redis.Redis.from_url(plain, **{**tls, **kwargs})
     parsed = sentinel.parse(url)
     single = kwargs.pop("single_connection_client", False)
     pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
@@ -90,4 +96,36 @@ def node_client(url: str, node: tuple[str, int], **kwargs: Any) -> redis.Redis:
     host, port = node
     return redis.Redis(
         host=host, port=port, username=parsed.username, password=parsed.password, db=parsed.db, **kwargs
+    )
+
+
+def described(url: str) -> str:
+    """The URL without its password and, on rediss://, how the server's certificate is checked: the
+    engine's and the agents' start line."""
+    if not redistls.is_tls(url):
+        return redact(url)
+    return f"{redact(url)} ({redistls.describe(redistls.split(url)[1])})"
+
+
+def unreachable(url: str, exc: BaseException) -> str:
+    """What to tell an operator when Redis at `url` cannot be reached (no password): on rediss://, which
+    TLS file cannot be read or that the server's certificate was refused, and what to check."""
+    shown = redact(url)
+    if redistls.is_tls(url):
+        _, options = redistls.split(url)
+        missing = redistls.unreadable(options)
+        if missing:
+            return (
+                f"cannot connect to Redis at {shown} over TLS: {missing} cannot be read by this user; "
+                "point it at the file (the CA that signed the Redis server's certificate)"
+            )
+        if redistls.is_tls_error(exc):
+            return (
+                f"cannot connect to Redis at {shown} over TLS ({exc}): {redistls.describe(options)}; check "
+                "that ssl_ca_certs names the CA that signed the Redis server's certificate, and that the "
+                "certificate names the host of the URL"
+            )
+    return (
+        f"cannot reach Redis at {shown} ({exc}): start it, or point CONVERGE_BROKER_URL "
+        "(or --broker-url) at it"
     )

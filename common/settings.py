@@ -17,14 +17,15 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common import defaults, sentinel
+from common import defaults, redistls, sentinel
 from common.errors import BadInput
 
 ENV_PREFIX = "CONVERGE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _BROKER_FORMS = (
-    "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS), unix:///PATH/TO/redis.sock or "
+    "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://...[?ssl_ca_certs=/PATH/TO/ca.pem] (TLS), "
+    "unix:///PATH/TO/redis.sock or "
     f"{sentinel.FORM} (Sentinel)"
 )
 _STORE_FORMS = "sqlite:///PATH/TO/converge.db or postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"
@@ -66,6 +67,10 @@ def check_broker_url(url: str) -> str:
             raise ValueError(f"{shown!r} names no socket: expected unix:///PATH/TO/redis.sock")
         return url
     _check_port(parts, shown, _BROKER_FORMS)
+    try:
+        redistls.split(url)
+    except ValueError as exc:
+        raise ValueError(f"{shown!r}: {exc}") from None
     db = parts.path.strip("/")
     if db and not db.isdigit():
         raise ValueError(f"{shown!r}: the database {db!r} must be a number, e.g. redis://127.0.0.1:6379/0")

@@ -27,6 +27,7 @@ Shared, and so not isolated (kombu's and Celery's layout give no way to split th
 from __future__ import annotations
 
 import secrets
+from urllib.parse import quote, urlsplit
 
 import redis
 
@@ -94,9 +95,13 @@ def revoke(client: redis.Redis, agent_id: str) -> None:
 
 def url_for(broker_url: str, agent_id: str, password: str) -> str:
     """The broker URL an agent uses: the engine's, with the agent's user and password. On a sentinel URL
-    they are the data nodes' credentials; the sentinels' own (in the query) stay as they are."""
+    they are the data nodes' credentials; the sentinels' own (in the query) stay as they are. The rest of
+    the URL stays too: a rediss:// URL's TLS parameters name a CA file that must be at the same path on
+    the agents' hosts, else `agents_broker_url` says where it is there."""
     if sentinel.is_sentinel(broker_url):
         return sentinel.parse(broker_url).with_credentials(user_name(agent_id), password).geturl()
-    scheme, rest = broker_url.split("://", 1)
-    host = rest.rsplit("@", 1)[-1]
-    return f"{scheme}://{user_name(agent_id)}:{password}@{host}"
+    parts = urlsplit(broker_url)
+    host = parts.netloc.rpartition("@")[2]
+    userinfo = f"{quote(user_name(agent_id), safe='')}:{quote(password, safe='')}"
+    # the path and the query stay: the database, and on rediss:// the CA and how the certificate is checked
+    return parts._replace(netloc=f"{userinfo}@{host}").geturl()

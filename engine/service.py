@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from common import logformat, signing
 from common.celery_app import make_app
 from common.errors import BadInput, Unreachable
-from common.redisclient import redis_client
+from common.redisclient import described, redis_client, unreachable
 from common.settings import Settings, redact, split_bind
 from common.store import Pool, open_store
 from common.store.imports import MachineRecord
@@ -53,10 +53,7 @@ def connect_redis(url: str) -> redis.Redis:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise Unreachable(
-            f"cannot reach Redis at {redact(url)} ({exc}): start it, or point CONVERGE_BROKER_URL "
-            "(or --broker-url) at it"
-        ) from exc
+        raise Unreachable(unreachable(url, exc)) from exc
     return client
 
 
@@ -160,7 +157,7 @@ def say_start(settings: Settings, url: str, engine_id: str) -> None:
     """One line per fact an operator checks at start; never a password."""
     log.info("converge %s, engine %s", converge_version(), engine_id)
     log.info("listening on %s", url)
-    log.info("broker %s", redact(settings.broker_url))
+    log.info("broker %s", described(settings.broker_url))
     log.info("store %s", redact(settings.store_url))
 
 
