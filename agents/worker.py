@@ -131,7 +131,7 @@ def raise_priority(boost: int) -> int:
     The main process is the agent's one consumer: it takes each step from Redis, hands it to the pool and
     acknowledges it, and its threads heartbeat and send the outbox. Twenty busy pool processes at its
     priority left it a twenty-first of the CPU, and the pool waited on it: on 2 cores the agent ran no-op
-    steps with a sixth of the CPU idle. Raising a priority needs root or CAP_SYS_NICE; without, the agent
+    steps with a fifth of the CPU idle. Raising a priority needs root or CAP_SYS_NICE; without, the agent
     runs as before and says so.
     """
     if not boost:
