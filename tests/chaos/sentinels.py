@@ -209,6 +209,19 @@ class Sentinels:
                 continue
         return None
 
+    def all_name(self, port: int) -> bool:
+        """Whether every sentinel says the primary is the node on `port` (they learn of a failover one
+        after another; a client asks them in turn)."""
+        for number in range(len(self.sentinel_ports)):
+            try:
+                with self.sentinel(number) as client:
+                    found = client.sentinel_get_master_addr_by_name(MASTER)
+            except redis.RedisError:
+                return False
+            if not found or int(found[1]) != port:
+                return False
+        return True
+
     def is_primary(self, port: int) -> bool:
         """Whether the node on `port` answers as a primary now."""
         try:

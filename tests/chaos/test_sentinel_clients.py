@@ -37,9 +37,8 @@ def fail_over(sentinels: Sentinels) -> None:
     sentinels.kill("primary")
     wait_for(
         lambda: (
-            sentinels.primary_address() == ("127.0.0.1", sentinels.replica_port)
-            and sentinels.is_primary(sentinels.replica_port)
-        ),
+            sentinels.all_name(sentinels.replica_port) and sentinels.is_primary(sentinels.replica_port)
+        ),  # every sentinel: under load the last learnt of it after the first, and a client may ask it
         30,
         "the sentinels to promote the replica",
     )
@@ -105,7 +104,9 @@ def _child(
     reply: multiprocessing.connection.Connection,
 ) -> None:
     if go.poll(60):
-        reply.send((port_after_failover(client), port_after_failover(single)))
+        # A few tries, not one: on a loaded machine the child's first asks of the sentinels can time out
+        # (1 s), and the claim here is that nothing inherited pins the old primary, not how fast.
+        reply.send((port_after_failover(client, tries=10), port_after_failover(single, tries=10)))
 
 
 def test_clients_made_before_a_fork_follow_a_failover_in_the_child(sentinels: Sentinels) -> None:
