@@ -22,6 +22,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,6 +79,12 @@ def process_start(pid: int) -> str | None:
     return fields[19].decode()
 
 
+def _new_lock(kept: weakref.ref[Outbox]) -> None:
+    outbox = kept()
+    if outbox is not None:
+        outbox._lock = threading.Lock()
+
+
 class Outbox:
     """One per agent state folder. Safe to use from several threads of a process and across a fork."""
 
@@ -89,6 +96,10 @@ class Outbox:
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        # A pool process forked while a thread of the main process (the courier) held the lock would
+        # inherit it held, by a thread it does not have, and hang at its first step: a new lock in it.
+        kept = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _new_lock(kept))
         self._slot: tuple[int, int] = (0, -1)  # (pid, fd) of this process's slot file
         self._current: dict[str, Any] | None = None  # what the slot holds
         self.slots.mkdir(parents=True, exist_ok=True)

@@ -165,3 +165,34 @@ def test_a_process_that_died_after_keeping_its_report_is_not_reported_lost(
 
     assert [e["state"] for e in stream(server)] == ["succeeded"]
     assert outbox.running() == []
+
+
+def test_a_process_forked_while_a_thread_holds_the_outbox_lock_can_use_the_outbox(tmp_path: Path) -> None:
+    """The autoscaler forks pool processes while the main process's courier may be inside a transaction:
+    a child that inherited the lock held hung at its first step (a burst whose step never started)."""
+    import multiprocessing
+    import threading
+
+    outbox = Outbox(tmp_path / "outbox.db", run_id="run-1")
+    held, release = threading.Event(), threading.Event()
+
+    def courier() -> None:
+        with outbox._lock:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=courier)
+    thread.start()
+    assert held.wait(10)
+    try:
+        child = multiprocessing.get_context("fork").Process(target=outbox.put, args=("s1", 1, "{}"))
+        child.start()
+        child.join(20)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+            child.join()
+    finally:
+        release.set()
+        thread.join()
+    assert not hung and child.exitcode == 0
